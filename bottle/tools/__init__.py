@@ -1,0 +1,1 @@
+"""One module per external CLI: pure argv builders, one runner, one error type each."""

@@ -1,0 +1,98 @@
+"""Compose: render a deployment's config with compose itself (v2 plugin, else v1).
+
+Compose does the work we must not imitate: it reads COMPOSE_FILE (several files,
+joined by COMPOSE_PATH_SEPARATOR) and the variables from the project's `.env`, and
+interpolates `${VERSION}` exactly as a deploy will.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bottle.errors import BottleError
+from bottle.tools import docker
+from bottle.tools._proc import Tool, ToolError
+
+
+class ComposeError(ToolError):
+    """compose exited non-zero (bad file, unset required variable, ...)."""
+
+
+V1 = Tool(
+    "docker-compose",
+    "install Docker Compose (the `docker compose` plugin, or Debian: apt-get install "
+    "docker-compose)",
+    ComposeError,
+)
+V2 = Tool("docker", V1.hint, ComposeError)
+
+
+def _global(
+    files: Sequence[Path], project_dir: Path | None, env_file: Path | None,
+    profiles: Sequence[str],
+) -> list[str]:
+    args = [x for f in files for x in ("-f", str(f))]
+    if project_dir:
+        args += ["--project-directory", str(project_dir)]
+    if env_file:
+        args += ["--env-file", str(env_file)]
+    args += [x for p in profiles for x in ("--profile", p)]
+    return args
+
+
+def config_cmd(
+    *,
+    v2: bool,
+    files: Sequence[Path] = (),
+    project_dir: Path | None = None,
+    env_file: Path | None = None,
+    profiles: Sequence[str] = (),
+) -> Any:
+    """With no `files`, compose finds them itself (COMPOSE_FILE in `.env`, else compose.yaml)."""
+    g = _global(files, project_dir, env_file, profiles)
+    if v2:
+        return V2[("compose", *g, "config", "--format", "json")]
+    return V1[(*g, "config")]
+
+
+def images_cmd(*, files: Sequence[Path] = (), project_dir: Path | None = None) -> Any:
+    """v2 only: the image of every enabled service (build-only ones get generated names)."""
+    return V2[("compose", *_global(files, project_dir, None, ()), "config", "--images")]
+
+
+def pull_cmd(*, v2: bool, files: Sequence[Path] = (), project_dir: Path | None = None) -> Any:
+    g = _global(files, project_dir, None, ())
+    return V2[("compose", *g, "pull", "-q")] if v2 else V1[(*g, "pull", "-q")]
+
+
+def has_v2() -> bool:
+    if not docker.TOOL.available():
+        return False
+    return V2.run(V2["compose", "version"], check=False, timeout=30).returncode == 0
+
+
+def render(
+    *,
+    files: Sequence[Path] = (),
+    project_dir: Path | None = None,
+    env_file: Path | None = None,
+    profiles: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> dict[str, Any]:
+    """The fully interpolated compose model (services, their images, builds and profiles)."""
+    v2 = has_v2()
+    if not v2 and not V1.available():
+        raise BottleError(f"no compose found: {V1.hint}")
+    tool = V2 if v2 else V1
+    cmd = config_cmd(v2=v2, files=files, project_dir=project_dir, env_file=env_file,
+                     profiles=profiles)
+    out = tool.run(cmd, cwd=cwd, timeout=120).stdout
+    model = json.loads(out) if v2 else yaml.safe_load(out)
+    if not isinstance(model, dict):
+        raise BottleError("compose rendered no config")
+    return model

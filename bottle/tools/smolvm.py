@@ -1,0 +1,321 @@
+"""smolvm CLI: argv builders for every dialect, one runner, `SmolvmError`.
+
+Dialects (see DESIGN.md; thresholds checked against the released parsers):
+- 0.8.x: machine name positional for create/delete, `--name` for start/stop/exec;
+  `pack create -o X` writes `X.smolmachine`.
+- >= 1.0.2: `--name` everywhere; exec's workload after `--`; `--secret-env` (seen from 1.4).
+- >= 1.7: `pack create -o X` writes a stub `X` plus the sidecar `X.smolmachine`;
+  `-o X.smolmachine` is an error.
+- >= 1.14: `machine exec -u USER`.
+- >= 1.31: `pack create --image` also takes a `docker save` archive (no registry needed).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bottle.errors import BottleError
+from bottle.tools._proc import Tool, ToolError
+
+SIDECAR = ".smolmachine"
+
+
+class SmolvmError(ToolError):
+    """smolvm exited non-zero, timed out, or a machine never became ready."""
+
+
+TOOL = Tool(
+    "smolvm",
+    "install smolvm (https://smolmachines.com) or `pip install smolmachines` and put its "
+    "smol-vmm on PATH as smolvm",
+    SmolvmError,
+)
+
+
+@dataclass(frozen=True)
+class SmolvmRunResult:
+    """What `machine exec` returned: the in-VM command's exit code is not an error."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True, order=True)
+class Dialect:
+    """Which argv shapes a smolvm version accepts."""
+
+    version: tuple[int, int, int]
+
+    @classmethod
+    def parse(cls, text: str) -> Dialect:
+        m = re.search(r"(\d+)\.(\d+)\.(\d+)", text)
+        if not m:
+            raise BottleError(f"cannot read a smolvm version from {text.strip()[:80]!r}")
+        major, minor, patch = (int(g) for g in m.groups())
+        return cls((major, minor, patch))
+
+    @property
+    def name_flag_everywhere(self) -> bool:
+        return self.version >= (1, 0, 2)
+
+    @property
+    def pack_writes_stub(self) -> bool:
+        return self.version >= (1, 7, 0)
+
+    @property
+    def packs_archives(self) -> bool:
+        return self.version >= (1, 31, 0)
+
+    @property
+    def exec_user_flag(self) -> bool:
+        return self.version >= (1, 14, 0)
+
+    @property
+    def secret_env(self) -> bool:
+        return self.version >= (1, 4, 0)
+
+    def __str__(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+LEGACY = Dialect((0, 8, 0))
+MODERN = Dialect((1, 32, 2))
+
+
+def detect_dialect() -> Dialect:
+    """`smolvm --version`, once per smolvm binary (keyed on its path and mtime)."""
+    path = TOOL.require()
+    return _detect(path, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _detect(path: str, _mtime: int) -> Dialect:
+    result = TOOL.run(TOOL["--version"], timeout=30)
+    return Dialect.parse(result.stdout or result.stderr)
+
+
+def is_available() -> bool:
+    return TOOL.available()
+
+
+def can_boot() -> bool:
+    """smolvm on PATH and a hypervisor it can use (KVM on Linux; macOS always has one)."""
+    if not is_available():
+        return False
+    if os.uname().sysname == "Darwin":
+        return True
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def artifact_for(output: Path, dialect: Dialect) -> Path:
+    """Where `pack create -o output` leaves the `.smolmachine` that `--from` takes."""
+    return output.with_name(output.name + SIDECAR)
+
+
+# --- argv builders (pure: nothing runs, nothing is looked up) ---------------------------
+
+
+def _state(state_dir: Path | None) -> list[str]:
+    return ["--state-dir", str(state_dir)] if state_dir else []
+
+
+def _pairs(flag: str, mapping: Mapping[str, str]) -> list[str]:
+    return [x for k, v in mapping.items() for x in (flag, f"{k}={v}")]
+
+
+def _secret_refs(names: Sequence[str], dialect: Dialect) -> list[str]:
+    """`--secret-env NAME=NAME`: smolvm reads the value from its own environment."""
+    if names and not dialect.secret_env:
+        raise BottleError(
+            f"smolvm {dialect} has no --secret-env; secrets would land on argv: upgrade smolvm"
+        )
+    return [x for n in names for x in ("--secret-env", f"{n}={n}")]
+
+
+def pack_create_cmd(
+    image: str | Path, output: Path, *, dialect: Dialect, state_dir: Path | None = None
+) -> Any:
+    if dialect.pack_writes_stub and output.name.endswith(SIDECAR):
+        raise BottleError(
+            f"smolvm {dialect} writes {output.name}{SIDECAR} itself: give -o without {SIDECAR}"
+        )
+    if isinstance(image, Path) and not dialect.packs_archives:
+        raise BottleError(f"smolvm {dialect} cannot pack an archive; it needs a registry ref")
+    return TOOL["pack", "create", "--image", image, "-o", output, *_state(state_dir)]
+
+
+def machine_create_cmd(
+    name: str,
+    *,
+    dialect: Dialect,
+    from_path: Path | None = None,
+    allow_cidrs: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    secret_env: Sequence[str] = (),
+    net: bool | None = None,
+    state_dir: Path | None = None,
+) -> Any:
+    """`secret_env` names host variables; only `GUEST=HOST` references reach argv."""
+    args: list[str] = ["machine", "create"]
+    if dialect.name_flag_everywhere:
+        args += ["--name", name]
+    if from_path is not None:
+        args += ["--from", str(from_path)]
+    # --net is explicit: smolvm 0.8's implied net from --allow-cidr doesn't fire with --from.
+    if net or (net is None and allow_cidrs):
+        args.append("--net")
+    for cidr in allow_cidrs:
+        args += ["--allow-cidr", cidr]
+    args += _pairs("-e", env or {})
+    args += _secret_refs(secret_env, dialect)
+    args += _state(state_dir)
+    if not dialect.name_flag_everywhere:
+        args.append(name)
+    return TOOL[tuple(args)]
+
+
+def _named(verb: str, name: str, dialect: Dialect, state_dir: Path | None) -> Any:
+    return TOOL["machine", verb, "--name", name, *_state(state_dir)]
+
+
+def machine_start_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
+    return _named("start", name, dialect, state_dir)
+
+
+def machine_stop_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
+    return _named("stop", name, dialect, state_dir)
+
+
+def machine_delete_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
+    # -f: no interactive confirmation may block a teardown.
+    if dialect.name_flag_everywhere:
+        return TOOL["machine", "delete", "--name", name, "-f", *_state(state_dir)]
+    return TOOL["machine", "delete", "-f", *_state(state_dir), name]
+
+
+def machine_exec_cmd(
+    name: str,
+    command: Sequence[str],
+    *,
+    dialect: Dialect,
+    user: str | None = None,
+    env: Mapping[str, str] | None = None,
+    secret_env: Sequence[str] = (),
+    workdir: str | None = None,
+    timeout: str | None = None,
+    interactive: bool = False,
+    tty: bool = False,
+    state_dir: Path | None = None,
+) -> Any:
+    """The workload goes after `--` so smolvm's parser never takes its flags."""
+    args: list[str] = ["machine", "exec", "--name", name]
+    workload = list(command)
+    if user is not None:
+        if dialect.exec_user_flag:
+            args += ["-u", user]
+        else:
+            # No -u before 1.14: switch user inside the guest instead.
+            workload = ["su", "-s", "/bin/sh", user, "-c", 'exec "$0" "$@"', *workload]
+    args += _pairs("-e", env or {})
+    args += _secret_refs(secret_env, dialect)
+    if workdir:
+        args += ["-w", workdir]
+    if timeout:
+        args += ["--timeout", timeout]
+    if interactive:
+        args.append("-i")
+    if tty:
+        args.append("-t")
+    args += _state(state_dir)
+    return TOOL[(*args, "--", *workload)]
+
+
+def machine_cp_cmd(
+    src: str, dst: str, *, dialect: Dialect, state_dir: Path | None = None
+) -> Any:
+    return TOOL["machine", "cp", *_state(state_dir), src, dst]
+
+
+# --- runners (seed 002's API; dialect detected once when not given) ----------------------
+
+
+def _d(dialect: Dialect | None) -> Dialect:
+    return dialect or detect_dialect()
+
+
+def pack_create(
+    image: str | Path,
+    output: Path,
+    *,
+    dialect: Dialect | None = None,
+    state_dir: Path | None = None,
+    progress: bool = False,
+) -> Path:
+    """Pack `image` (registry ref, or `docker save` archive on >= 1.31); return the artifact."""
+    d = _d(dialect)
+    TOOL.run(pack_create_cmd(image, output, dialect=d, state_dir=state_dir), progress=progress)
+    return artifact_for(output, d)
+
+
+def machine_create(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
+    TOOL.run(machine_create_cmd(name, dialect=_d(dialect), **kw))
+
+
+def machine_start(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
+    TOOL.run(machine_start_cmd(name, dialect=_d(dialect), **kw))
+
+
+def machine_stop(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
+    TOOL.run(machine_stop_cmd(name, dialect=_d(dialect), **kw))
+
+
+def machine_delete(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
+    TOOL.run(machine_delete_cmd(name, dialect=_d(dialect), **kw))
+
+
+def machine_exec(
+    name: str, command: Sequence[str], *, dialect: Dialect | None = None, **kw: Any
+) -> SmolvmRunResult:
+    """Run `command` in the machine; a non-zero exit is returned, not raised."""
+    r = TOOL.run(machine_exec_cmd(name, command, dialect=_d(dialect), **kw), check=False)
+    return SmolvmRunResult(r.returncode, r.stdout, r.stderr)
+
+
+def machine_cp(src: str, dst: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
+    """Copy host <-> machine (`name:/path`). An empty side is a no-op, not a smolvm error."""
+    if not src or not dst:
+        return
+    TOOL.run(machine_cp_cmd(src, dst, dialect=_d(dialect), **kw))
+
+
+def wait_exec_ready(
+    name: str,
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    dialect: Dialect | None = None,
+    **kw: Any,
+) -> None:
+    """Poll `exec true` until it exits 0; `SmolvmError` naming the machine on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = machine_exec(name, ["true"], dialect=dialect, **kw)
+        if last.returncode == 0:
+            return
+        if time.monotonic() >= deadline:
+            raise SmolvmError(
+                ["smolvm", "machine", "exec", "--name", name, "--", "true"],
+                last.returncode,
+                last.stdout,
+                last.stderr,
+                reason=f"machine {name} not ready after {timeout:g}s: {last.stderr.strip()}",
+            )
+        time.sleep(interval)

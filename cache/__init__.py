@@ -1,0 +1,17 @@
+"""The content-addressed store: digests, entries, locks, gc, verify."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """`$BOTTLE_CACHE_DIR`, else `$XDG_CACHE_HOME/bot-bottle`, else `~/.cache/bot-bottle`."""
+    explicit = os.environ.get("BOTTLE_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "bot-bottle"
+    return Path.home() / ".cache" / "bot-bottle"

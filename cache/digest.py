@@ -1,0 +1,173 @@
+"""The context digest: xxh3-128 over what `docker build` would receive, plus its inputs.
+
+Covers the Dockerfile (wherever it lives), every context path `.dockerignore` lets
+through (path, type, permission bits, content or link target), the build args and
+the target. Same digest -> same build inputs -> no `docker build`.
+
+A stat index (like git's) keeps each file's hash beside its (size, mtime, ctime,
+inode); a file whose stat is unchanged is not read again. Files modified within
+`RACY_NS` of the walk are never trusted from the index (their mtime may not move
+on a second write in the same tick).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from cache.atomic import write_atomic
+from cache.dockerignore import Matcher
+
+RACY_NS = 2_000_000_000
+_CHUNK = 1 << 20
+_VERSION = 1
+
+
+def hash_file(path: Path | str) -> str:
+    """xxh3-128 of a file's bytes, hex."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ContextDigest:
+    """The digest and what changed since the last one computed for this context."""
+
+    hexdigest: str
+    files: int
+    bytes: int
+    hashed: int
+    changed: list[str] = field(default_factory=list)
+
+    @property
+    def short(self) -> str:
+        return self.hexdigest[:16]
+
+
+def _walk(context: Path, matcher: Matcher) -> list[tuple[str, os.stat_result]]:
+    found: list[tuple[str, os.stat_result]] = []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(context / rel_dir if rel_dir else context) as it:
+            for entry in it:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                st = entry.stat(follow_symlinks=False)
+                excluded = matcher.excluded(rel)
+                if stat.S_ISDIR(st.st_mode):
+                    if not excluded:
+                        found.append((rel, st))
+                        stack.append(rel)
+                    elif matcher.descend(rel):
+                        stack.append(rel)
+                elif not excluded and (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    found.append((rel, st))
+    found.sort(key=lambda item: item[0])
+    return found
+
+
+def _load_index(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _VERSION:
+        return {}
+    return data
+
+
+def context_digest(
+    context: Path,
+    dockerfile: Path,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    index_path: Path | None = None,
+) -> ContextDigest:
+    """Digest of one build's inputs. With `index_path`, unchanged files are not re-read."""
+    context = context.resolve()
+    dockerfile = dockerfile.resolve()
+    started = time.time_ns()
+    old = _load_index(index_path)
+    old_files: dict[str, list[Any]] = old.get("files", {})
+    rel_df = os.path.relpath(dockerfile, context)
+    matcher = Matcher.for_context(context, always=[] if rel_df.startswith("..") else [rel_df])
+
+    h = xxhash.xxh3_128()
+    new_files: dict[str, list[Any]] = {}
+    total = hashed = 0
+    for rel, st in _walk(context, matcher):
+        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
+        prev = old_files.get(rel)
+        if kind == "d":
+            content = ""
+        elif kind == "l":
+            content = os.readlink(context / rel)
+        elif prev is not None and prev[:5] == key and not prev[6]:
+            content = prev[5]
+        else:
+            content = hash_file(context / rel)
+            hashed += 1
+        total += st.st_size if kind == "f" else 0
+        racy = st.st_mtime_ns >= started - RACY_NS or st.st_ctime_ns >= started - RACY_NS
+        new_files[rel] = [*key, content, racy]
+        h.update(f"{kind}\0{rel}\0{stat.S_IMODE(st.st_mode):o}\0{content}\n".encode())
+
+    df_hash = hash_file(dockerfile)
+    h.update(f"dockerfile\0{df_hash}\n".encode())
+    for k in sorted(build_args or {}):
+        h.update(f"arg\0{k}\0{(build_args or {})[k]}\n".encode())
+    h.update(f"target\0{target or ''}\n".encode())
+    digest = h.hexdigest()
+
+    changed = _describe_changes(old, old_files, new_files, df_hash, build_args, target)
+    if index_path is not None and (old.get("digest") != digest or hashed):
+        write_atomic(index_path, json.dumps({
+            "version": _VERSION, "digest": digest, "dockerfile": df_hash,
+            "args": dict(build_args or {}), "target": target, "files": new_files,
+        }).encode())
+    return ContextDigest(digest, len(new_files), total, hashed, changed)
+
+
+def _describe_changes(
+    old: Mapping[str, Any],
+    old_files: Mapping[str, list[Any]],
+    new_files: Mapping[str, list[Any]],
+    df_hash: str,
+    build_args: Mapping[str, str] | None,
+    target: str | None,
+) -> list[str]:
+    if not old:
+        return ["first build of this context"]
+    changes: list[str] = []
+    if old.get("dockerfile") != df_hash:
+        changes.append("Dockerfile changed")
+    if old.get("args") != dict(build_args or {}):
+        changes.append("build args changed")
+    if old.get("target") != target:
+        changes.append("target changed")
+    added = sorted(set(new_files) - set(old_files))
+    removed = sorted(set(old_files) - set(new_files))
+    edited = sorted(
+        p for p in set(new_files) & set(old_files)
+        if new_files[p][5] != old_files[p][5] or (new_files[p][4] ^ old_files[p][4]) & 0o7777
+    )
+    for label, paths in (("added", added), ("removed", removed), ("changed", edited)):
+        if paths:
+            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            changes.append(f"{label}: {shown}")
+    return changes
