@@ -24,7 +24,9 @@ def example_agent_dir() -> Path:
     """The bundled example agent (a FROM-scratch busybox image with a stand-in claude)."""
     import bottle_examples
 
-    return Path(bottle_examples.__file__).parent / "agent"
+    from bottle.example import example_context
+
+    return example_context(Path(bottle_examples.__file__).parent / "agent")
 
 
 @dataclass(frozen=True)

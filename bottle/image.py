@@ -40,6 +40,10 @@ class Built:
         """First 16 hex of the image id: the key of its `.smolmachine`."""
         return self.image_id.removeprefix("sha256:")[:16]
 
+    def summary(self) -> str:
+        """What happened and why, for the task's one line."""
+        return f"built {self.image_id[7:19]} ({self.reason})" if self.built else self.reason
+
 
 @dataclass(frozen=True)
 class Packed:
@@ -72,9 +76,13 @@ def cached_image(store: Store, ctx: ContextDigest) -> str | None:
     return str(ref["image_id"]) if ref and "image_id" in ref else None
 
 
-def ensure_image(cfg: Config, store: Store, *, ctx: ContextDigest | None = None) -> Built:
+def ensure_image(
+    cfg: Config, store: Store, *, ctx: ContextDigest | None = None,
+    changed: list[str] | None = None,
+) -> Built:
     """The image for `cfg`'s context: reused when its digest is recorded and the engine
-    still has it; otherwise `docker build` (once, across concurrent processes)."""
+    still has it; otherwise `docker build` (once, across concurrent processes).
+    `changed` says why, when the caller computed the digest (and its changes) first."""
     ctx = ctx or digest_context(cfg, store)
     image = cached_image(store, ctx)
     if image and docker_mod.engine_has_image(image):
@@ -83,7 +91,8 @@ def ensure_image(cfg: Config, store: Store, *, ctx: ContextDigest | None = None)
         image = cached_image(store, ctx)
         if image and docker_mod.engine_has_image(image):
             return Built(image, ctx, False, f"cache hit {ctx.short} (built by another process)")
-        why = "; ".join(ctx.changed) or ("image was removed" if image else "no cached image")
+        why = "; ".join(changed or ctx.changed) or (
+            "image was removed" if image else "no cached image")
         iid = store.root / "tmp" / f"iid-{ctx.short}.{id(ctx)}"
         iid.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -102,10 +102,9 @@ def _image_present(task: Any, values: dict[str, Any]) -> bool:
 
 
 @_user_errors
-def _build() -> dict[str, Any]:
-    built = image.ensure_image(_base_config(), _store())
-    say(f"build: {'built ' + built.image_id[7:19] if built.built else built.reason}"
-        + (f" ({built.reason})" if built.built else ""))
+def _build(changed: list[str]) -> dict[str, Any]:
+    built = image.ensure_image(_base_config(), _store(), changed=changed)
+    say(f"build: {built.summary()}")
     return {"image_id": built.image_id, "context": built.context.hexdigest}
 
 
@@ -113,6 +112,7 @@ def task_build() -> dict[str, Any]:
     """Ensure the agent image: `docker build` only when the context digest changed."""
     return {
         "actions": [_build],
+        "getargs": {"changed": ("_context", "changed")},
         "file_dep": _config_files(),
         "uptodate": [result_dep("_context"), _image_present],
         "verbosity": 2,
@@ -148,6 +148,67 @@ def task_pack() -> dict[str, Any]:
     }
 
 
+# --- launch ---------------------------------------------------------------------------
+
+_LAUNCH_PARAMS: list[dict[str, Any]] = [
+    {"name": "backend", "long": "backend", "type": str, "default": None,
+     "help": "docker, smolmachines, or auto (smolmachines where smolvm can boot) "
+             "[config: backend, default docker]"},
+    {"name": "agent", "long": "agent", "type": str, "default": None,
+     "help": "agent command run in the bottle [default claude]"},
+    {"name": "tty", "long": "tty", "type": bool, "default": None, "inverse": "headless",
+     "help": "--tty: interactive session; --headless: no terminal [default: a terminal "
+             "when stdin and stdout are one]"},
+    {"name": "workspace", "long": "workspace", "type": str, "default": None,
+     "help": "host directory mounted (docker) or copied (smolmachines) at /workspace "
+             "[default: the current directory]"},
+    {"name": "network", "long": "network", "type": str, "default": None,
+     "help": "docker network: none, host or a named network [default none]"},
+]
+
+
+@_user_errors
+def _launch(
+    backend: str | None, agent: str | None, tty: bool | None, workspace: str | None,
+    network: str | None, agent_args: list[str],
+) -> None:
+    from bottle.launch import launch
+
+    cfg = config_mod.load({"backend": backend, "agent": agent, "tty": tty,
+                           "workspace": workspace, "network": network,
+                           "agent_args": agent_args or None})
+    code = launch(cfg, _store())
+    if code:
+        raise SystemExit(code)  # the agent's exit code is the launch's
+
+
+def task_launch() -> dict[str, Any]:
+    """Build or reuse the agent image/artifact, run the agent in a bottle, remove the bottle.
+
+    Arguments after the options go to the agent: `bottle launch -- --print hello`.
+    """
+    return {"actions": [_launch], "params": _LAUNCH_PARAMS, "pos_arg": "agent_args",
+            "uptodate": [False], "verbosity": 2}
+
+
+@_user_errors
+def _sweep() -> None:
+    from bottle.backend import docker as docker_backend
+    from bottle.backend import smolmachines as smol_backend
+
+    removed = smol_backend.sweep()
+    if docker.TOOL.available():
+        removed += docker_backend.sweep()
+    for name in removed:
+        say(f"sweep: removed {name}")
+    say(f"sweep: removed {len(removed)} bottles left by killed launches")
+
+
+def task_sweep() -> dict[str, Any]:
+    """Remove bottles (containers, microVMs) left behind by launches that were killed."""
+    return {"actions": [_sweep], "uptodate": [False], "verbosity": 2}
+
+
 # --- cache management ------------------------------------------------------------------
 
 
@@ -163,9 +224,12 @@ def _human(n: float) -> str:
 def _cache_list(json_out: bool) -> None:
     import time
 
-    rows: list[dict[str, Any]] = [{"kind": e.kind, "key": e.key, "size": e.size, "last_used": e.last_used,
-             "created": e.meta.get("created"), "source": e.meta.get("source_image"),
-             "path": str(e.path)} for e in _store().entries()]
+    rows: list[dict[str, Any]] = [
+        {"kind": e.kind, "key": e.key, "size": e.size, "last_used": e.last_used,
+         "created": e.meta.get("created"), "source": e.meta.get("source_image"),
+         "path": str(e.path)}
+        for e in _store().entries()
+    ]
     if json_out:
         print(json.dumps(rows, indent=1))
         return

@@ -33,6 +33,17 @@ def locked(path: Path, *, what: str, notice_after: float = 1.0) -> Iterator[None
         os.close(fd)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_locked(path: Path) -> bool:
     """True while some process holds the lock at `path`."""
     try:

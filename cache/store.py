@@ -28,7 +28,7 @@ from typing import Any
 
 from cache.atomic import write_atomic
 from cache.digest import hash_file
-from cache.lock import is_locked, locked
+from cache.lock import is_locked, locked, pid_alive
 
 META = "meta.json"
 
@@ -242,19 +242,9 @@ class Store:
             if is_locked(self.root / "locks" / f"{owner}.lock"):
                 continue
             pid = rest.split(".", 1)[0]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and pid_alive(int(pid)):
                 continue
             _remove(p)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(p: Path) -> None:
