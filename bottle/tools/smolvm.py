@@ -7,7 +7,8 @@ Dialects (see DESIGN.md; thresholds checked against the released parsers):
 - >= 1.7: `pack create -o X` writes a stub `X` plus the sidecar `X.smolmachine`;
   `-o X.smolmachine` is an error.
 - >= 1.14: `machine exec -u USER`.
-- >= 1.31: `pack create --image` also takes a `docker save` archive (no registry needed).
+- >= 1.31: `pack create --image` also takes a `docker save` archive (no registry needed);
+  `--state-dir` on every command.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class Dialect:
     def secret_env(self) -> bool:
         return self.version >= (1, 4, 0)
 
+    @property
+    def state_dir(self) -> bool:
+        return self.version >= (1, 31, 0)
+
     def __str__(self) -> str:
         return ".".join(map(str, self.version))
 
@@ -123,8 +128,12 @@ def artifact_for(output: Path, dialect: Dialect) -> Path:
 # --- argv builders (pure: nothing runs, nothing is looked up) ---------------------------
 
 
-def _state(state_dir: Path | None) -> list[str]:
-    return ["--state-dir", str(state_dir)] if state_dir else []
+def _state(state_dir: Path | None, dialect: Dialect) -> list[str]:
+    if state_dir is None:
+        return []
+    if not dialect.state_dir:
+        raise BottleError(f"smolvm {dialect} has no --state-dir (1.31 and later have it)")
+    return ["--state-dir", str(state_dir)]
 
 
 def _pairs(flag: str, mapping: Mapping[str, str]) -> list[str]:
@@ -149,7 +158,7 @@ def pack_create_cmd(
         )
     if isinstance(image, Path) and not dialect.packs_archives:
         raise BottleError(f"smolvm {dialect} cannot pack an archive; it needs a registry ref")
-    return TOOL["pack", "create", "--image", image, "-o", output, *_state(state_dir)]
+    return TOOL["pack", "create", "--image", image, "-o", output, *_state(state_dir, dialect)]
 
 
 def machine_create_cmd(
@@ -176,14 +185,14 @@ def machine_create_cmd(
         args += ["--allow-cidr", cidr]
     args += _pairs("-e", env or {})
     args += _secret_refs(secret_env, dialect)
-    args += _state(state_dir)
+    args += _state(state_dir, dialect)
     if not dialect.name_flag_everywhere:
         args.append(name)
     return TOOL[tuple(args)]
 
 
 def _named(verb: str, name: str, dialect: Dialect, state_dir: Path | None) -> Any:
-    return TOOL["machine", verb, "--name", name, *_state(state_dir)]
+    return TOOL["machine", verb, "--name", name, *_state(state_dir, dialect)]
 
 
 def machine_start_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
@@ -197,8 +206,8 @@ def machine_stop_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = No
 def machine_delete_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
     # -f: no interactive confirmation may block a teardown.
     if dialect.name_flag_everywhere:
-        return TOOL["machine", "delete", "--name", name, "-f", *_state(state_dir)]
-    return TOOL["machine", "delete", "-f", *_state(state_dir), name]
+        return TOOL["machine", "delete", "--name", name, "-f", *_state(state_dir, dialect)]
+    return TOOL["machine", "delete", "-f", *_state(state_dir, dialect), name]
 
 
 def machine_exec_cmd(
@@ -234,14 +243,14 @@ def machine_exec_cmd(
         args.append("-i")
     if tty:
         args.append("-t")
-    args += _state(state_dir)
+    args += _state(state_dir, dialect)
     return TOOL[(*args, "--", *workload)]
 
 
 def machine_cp_cmd(
     src: str, dst: str, *, dialect: Dialect, state_dir: Path | None = None
 ) -> Any:
-    return TOOL["machine", "cp", *_state(state_dir), src, dst]
+    return TOOL["machine", "cp", *_state(state_dir, dialect), src, dst]
 
 
 # --- runners (seed 002's API; dialect detected once when not given) ----------------------
