@@ -7,6 +7,7 @@ its image id, and an image id finds its `.smolmachine`, without running docker.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def ensure_image(
             return Built(image, ctx, False, f"cache hit {ctx.short} (built by another process)")
         why = "; ".join(changed or ctx.changed) or (
             "image was removed" if image else "no cached image")
-        iid = store.root / "tmp" / f"iid-{ctx.short}.{id(ctx)}"
+        iid = store.root / "tmp" / f"context-{ctx.hexdigest}.{os.getpid()}.iid"
         iid.parent.mkdir(parents=True, exist_ok=True)
         try:
             image_id = docker_mod.build_image(

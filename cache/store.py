@@ -143,7 +143,7 @@ class Store:
             found = self.get(kind, key)
             if found:
                 return found, False
-            self._sweep_tmp()
+            self._sweep_tmp(held=f"{kind}-{key}")
             work = self.root / "tmp" / f"{kind}-{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
             work.mkdir(parents=True)
             try:
@@ -231,19 +231,20 @@ class Store:
                 total -= e.size
         return removed
 
-    def _sweep_tmp(self) -> None:
-        """Remove work left by processes that died (SIGKILL, power loss): a temp dir
-        whose key lock nobody holds and whose writer pid is gone."""
+    def _sweep_tmp(self, held: str | None = None) -> None:
+        """Remove work left by processes that died (SIGKILL, power loss): a temp dir of
+        the key whose lock we hold, or one whose lock nobody holds and whose writer is gone."""
         tmp = self.root / "tmp"
         if not tmp.is_dir():
             return
         for p in tmp.iterdir():
             owner, _, rest = p.name.partition(".")
-            if is_locked(self.root / "locks" / f"{owner}.lock"):
-                continue
-            pid = rest.split(".", 1)[0]
-            if pid.isdigit() and pid_alive(int(pid)):
-                continue
+            if owner != held:
+                if is_locked(self.root / "locks" / f"{owner}.lock"):
+                    continue
+                pid = rest.split(".", 1)[0]
+                if pid.isdigit() and pid_alive(int(pid)):
+                    continue
             _remove(p)
 
 

@@ -41,12 +41,14 @@ def _start_dockerd() -> tuple[subprocess.Popen[bytes], str, Path] | None:
         return None
     base = Path(tempfile.mkdtemp(prefix="bb-dockerd."))
     sock = base / "docker.sock"
+    log = (base / "log").open("wb")
     proc = subprocess.Popen(
         ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
          "--pidfile", str(base / "pid"), "--host", f"unix://{sock}", "--bridge=none",
          "--iptables=false", "--ip6tables=false"],
-        stdout=open(base / "log", "wb"), stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT,
     )
+    log.close()
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:

@@ -221,9 +221,8 @@ class TestWaitExecReady:
     def test_timeout_raises_naming_the_machine(self) -> None:
         with patch.object(smolvm, "machine_exec", return_value=SmolvmRunResult(1, "", "")), \
                 patch.object(smolvm.time, "monotonic", side_effect=[0.0, 0.0, 10.0]), \
-                patch.object(smolvm.time, "sleep"):
-            with pytest.raises(SmolvmError) as err:
-                wait_exec_ready("vm-x", timeout=5.0, dialect=MODERN)
+                patch.object(smolvm.time, "sleep"), pytest.raises(SmolvmError) as err:
+            wait_exec_ready("vm-x", timeout=5.0, dialect=MODERN)
         assert "vm-x" in str(err.value) and "not ready" in str(err.value)
 
 

@@ -14,7 +14,7 @@ from bottle.tools.smolvm import Dialect
 from tests import smolvm_parser
 
 PARSERS = smolvm_parser.parsers()
-pytestmark = pytest.mark.skipif(not PARSERS, reason="smolmachines (the smolvm parser) not installed")
+pytestmark = pytest.mark.skipif(not PARSERS, reason="smolmachines (smolvm's parser) not installed")
 
 
 def every_argv(d: Dialect) -> list[list[str]]:

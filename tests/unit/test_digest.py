@@ -1,0 +1,98 @@
+"""The context digest: what changes it, what doesn't, and the stat index."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cache import digest as digest_mod
+from cache.digest import context_digest
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    c = tmp_path / "ctx"
+    (c / "src").mkdir(parents=True)
+    (c / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (c / "src" / "main.py").write_text("print(1)\n")
+    (c / "notes.log").write_text("ignored\n")
+    (c / ".dockerignore").write_text("*.log\n")
+    return c
+
+
+def d(c: Path, **kw: object) -> str:
+    return context_digest(c, c / "Dockerfile", **kw).hexdigest  # type: ignore[arg-type]
+
+
+def test_stable_and_128_bit(ctx: Path) -> None:
+    assert d(ctx) == d(ctx) and len(d(ctx)) == 32
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: (c / "Dockerfile").write_text("FROM scratch\n"),
+    lambda c: (c / "src" / "main.py").write_text("print(2)\n"),
+    lambda c: (c / "src" / "new.py").write_text(""),
+    lambda c: (c / "src" / "main.py").unlink(),
+    lambda c: (c / "src" / "main.py").chmod(0o755),
+    lambda c: (c / "src" / "empty-dir").mkdir(),
+    lambda c: os.symlink("main.py", c / "src" / "link"),
+    lambda c: (c / ".dockerignore").write_text(""),
+])
+def test_changes_that_count(ctx: Path, change) -> None:  # type: ignore[no-untyped-def]
+    before = d(ctx)
+    change(ctx)
+    assert d(ctx) != before
+
+
+def test_ignored_files_do_not_count(ctx: Path) -> None:
+    before = d(ctx)
+    (ctx / "notes.log").write_text("changed a lot\n")
+    (ctx / "more.log").write_text("new\n")
+    assert d(ctx) == before
+
+
+def test_args_and_target_count(ctx: Path) -> None:
+    base = d(ctx)
+    assert d(ctx, build_args={"V": "1"}) != base
+    assert d(ctx, build_args={"V": "1"}) != d(ctx, build_args={"V": "2"})
+    assert d(ctx, target="final") != base
+
+
+def test_dockerfile_outside_the_context(ctx: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "Other.Dockerfile"
+    outside.write_text("FROM scratch\n")
+    a = context_digest(ctx, outside).hexdigest
+    outside.write_text("FROM scratch\nLABEL x=1\n")
+    assert context_digest(ctx, outside).hexdigest != a
+
+
+def test_index_skips_unchanged_files(ctx: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    index = tmp_path / "index.json"
+    monkeypatch.setattr(digest_mod, "RACY_NS", 0)  # files here were written just now
+    first = context_digest(ctx, ctx / "Dockerfile", index_path=index)
+    assert first.hashed == 3 and first.changed == ["first build of this context"]
+    second = context_digest(ctx, ctx / "Dockerfile", index_path=index)
+    assert second.hexdigest == first.hexdigest and second.hashed == 0 and second.changed == []
+    (ctx / "src" / "main.py").write_text("print(3)\n")
+    third = context_digest(ctx, ctx / "Dockerfile", index_path=index)
+    assert third.hashed == 1 and third.changed == ["changed: src/main.py"]
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    assert "Dockerfile changed" in context_digest(ctx, ctx / "Dockerfile",
+                                                  index_path=index).changed
+
+
+def test_racy_files_are_rehashed(ctx: Path, tmp_path: Path) -> None:
+    """A file written within RACY_NS of the walk is never trusted from the index:
+    a same-size rewrite in the same mtime tick would otherwise go unseen."""
+    index = tmp_path / "index.json"
+    context_digest(ctx, ctx / "Dockerfile", index_path=index)
+    f = ctx / "src" / "main.py"
+    st = f.stat()
+    f.write_text("print(9)\n")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+    again = context_digest(ctx, ctx / "Dockerfile", index_path=index)
+    assert again.changed == ["changed: src/main.py"]
+

@@ -1,0 +1,93 @@
+"""The runner: PATH and env read at call time, clean errors, secrets redacted, kills."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bottle.tools._proc import REDACTED, Tool, ToolError, ToolMissing
+
+
+def script(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    p = bin_dir / name
+    p.write_text("#!/bin/sh\n" + body)
+    p.chmod(0o755)
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir()
+    monkeypatch.setenv("PATH", f"{d}{os.pathsep}{os.environ['PATH']}")
+    return d
+
+
+def test_formulate_needs_nothing_installed() -> None:
+    tool = Tool("surely-not-installed-xyz", "install it")
+    assert tool["a", Path("/b"), 3].formulate() == ["surely-not-installed-xyz", "a", "/b", "3"]
+
+
+def test_missing_tool_names_it_and_how_to_get_it() -> None:
+    tool = Tool("surely-not-installed-xyz", "apt-get install xyz")
+    with pytest.raises(ToolMissing, match="surely-not-installed-xyz not found on PATH: apt-get"):
+        tool.run(tool["x"])
+
+
+def test_path_and_env_are_read_when_run(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # plumbum's local.env is a snapshot from import time: the runner must not use it.
+    script(bin_dir, "late-tool", 'echo "$LATE_VAR"\n')
+    monkeypatch.setenv("LATE_VAR", "seen")
+    tool = Tool("late-tool", "")
+    assert tool.run(tool[()]).stdout == "seen\n"
+    assert tool.run(tool[()], env={"LATE_VAR": "over"}).stdout == "over\n"
+
+
+def test_error_carries_argv_code_output_and_one_line(bin_dir: Path) -> None:
+    script(bin_dir, "failing", 'echo out; echo "first\nError: manifest unknown" >&2; exit 3\n')
+    tool = Tool("failing", "")
+    with pytest.raises(ToolError) as err:
+        tool.run(tool["pull", "img:bad"])
+    e = err.value
+    assert e.returncode == 3 and e.stdout == "out\n" and "manifest unknown" in e.stderr
+    assert e.argv[1:] == ["pull", "img:bad"]
+    assert str(e) == "failing pull img:bad failed (exit 3): Error: manifest unknown"
+    assert "\n" not in str(e)
+
+
+def test_secrets_are_redacted_everywhere(bin_dir: Path) -> None:
+    script(bin_dir, "leaky", 'echo "token is $2" >&2; exit 1\n')
+    tool = Tool("leaky", "")
+    with pytest.raises(ToolError) as err:
+        tool.run(tool["--token", "s3cr3t-value"], secrets=["s3cr3t-value"])
+    text = str(err.value) + err.value.detail() + repr(err.value.args)
+    assert "s3cr3t-value" not in text
+    assert REDACTED in err.value.stderr and REDACTED in err.value.argv
+
+
+def test_timeout_kills_the_child(bin_dir: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script(bin_dir, "hangs", f"echo $$ > {pidfile}\nexec sleep 30\n")
+    tool = Tool("hangs", "")
+    started = time.monotonic()
+    with pytest.raises(ToolError, match="timed out"):
+        tool.run(tool[()], timeout=0.5)
+    assert time.monotonic() - started < 10
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_check_false_returns_the_code(bin_dir: Path) -> None:
+    script(bin_dir, "seven", "exit 7\n")
+    tool = Tool("seven", "")
+    assert tool.run(tool[()], check=False).returncode == 7
+
+
+def test_input_reaches_stdin(bin_dir: Path) -> None:
+    script(bin_dir, "catty", "cat\n")
+    tool = Tool("catty", "")
+    assert tool.run(tool[()], input="secret via stdin").stdout == "secret via stdin"
