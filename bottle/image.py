@@ -173,7 +173,7 @@ def cached_smolmachine(store: Store, ctx: ContextDigest) -> Entry | None:
     return store.get("smolmachine", image.removeprefix("sha256:")[:16])
 
 
-def ensure_smolmachine(cfg: Config, store: Store) -> Packed:
+def ensure_smolmachine(cfg: Config, store: Store, *, changed: list[str] | None = None) -> Packed:
     """Seed 000's `_ensure_smolmachine`: image digest -> cached `.smolmachine`.
 
     Hit: nothing but the digest check (no docker, no registry, no smolvm).
@@ -183,7 +183,7 @@ def ensure_smolmachine(cfg: Config, store: Store) -> Packed:
     entry = cached_smolmachine(store, ctx)
     if entry:
         return Packed(artifact_of(entry), entry.key, False, f"cache hit {entry.key}")
-    built = ensure_image(cfg, store, ctx=ctx)
+    built = ensure_image(cfg, store, ctx=ctx, changed=changed)
     digest = built.digest
     entry, fresh = store.ensure(
         "smolmachine", digest, lambda work: _pack_into(work, cfg, built),
@@ -194,11 +194,11 @@ def ensure_smolmachine(cfg: Config, store: Store) -> Packed:
     return Packed(artifact_of(entry), digest, fresh, reason)
 
 
-def agent_artifact(cfg: Config, store: Store) -> Packed:
+def agent_artifact(cfg: Config, store: Store, *, changed: list[str] | None = None) -> Packed:
     """Seed 000's `_agent_from_path`: a committed artifact that exists is used as is;
     a missing one falls back to build + pack."""
     if cfg.artifact is not None:
         if cfg.artifact.is_file():
             return Packed(cfg.artifact, "committed", False, f"using committed {cfg.artifact}")
         progress.say(f"pack: committed artifact {cfg.artifact} is missing; building instead")
-    return ensure_smolmachine(cfg, store)
+    return ensure_smolmachine(cfg, store, changed=changed)

@@ -9,6 +9,8 @@ from doit.reporter import ConsoleReporter
 
 # Task name -> why it was up to date, filled in by the tasks' uptodate checks.
 REASONS: dict[str, str] = {}
+# Task name -> what it prints on stdout even when up to date (e.g. the artifact path).
+RESULTS: dict[str, str] = {}
 
 
 class BottleReporter(ConsoleReporter):  # type: ignore[misc]
@@ -21,6 +23,8 @@ class BottleReporter(ConsoleReporter):  # type: ignore[misc]
         if not task.name.startswith("_"):
             why = REASONS.get(task.name, "up to date")
             print(f"{task.name}: {why}", file=sys.stderr, flush=True)
+            if task.name in RESULTS:
+                print(RESULTS[task.name], flush=True)
 
     def skip_ignore(self, task: Any) -> None:
         print(f"{task.name}: ignored", file=sys.stderr, flush=True)

@@ -22,7 +22,7 @@ from bottle import config as config_mod
 from bottle import image
 from bottle.errors import BottleError
 from bottle.progress import say
-from bottle.reporter import REASONS, BottleReporter
+from bottle.reporter import REASONS, RESULTS, BottleReporter
 from bottle.tools import docker
 from cache import cache_root
 from cache.checker import XXHChecker
@@ -127,12 +127,13 @@ def _smolmachine_present(task: Any, values: dict[str, Any]) -> bool:
     if entry is None:
         return False
     REASONS["pack"] = f"cache hit {key}"
+    RESULTS["pack"] = str(image.artifact_of(entry))
     return True
 
 
 @_user_errors
-def _pack() -> dict[str, Any]:
-    packed = image.agent_artifact(_base_config(), _store())
+def _pack(changed: list[str]) -> dict[str, Any]:
+    packed = image.agent_artifact(_base_config(), _store(), changed=changed)
     say(f"pack: {packed.reason}")
     print(packed.artifact)
     return {"digest": packed.digest, "artifact": str(packed.artifact)}
@@ -142,6 +143,7 @@ def task_pack() -> dict[str, Any]:
     """Ensure the agent's `.smolmachine`: repack only when the image changed."""
     return {
         "actions": [_pack],
+        "getargs": {"changed": ("_context", "changed")},
         "file_dep": _config_files(),
         "uptodate": [result_dep("_context"), _smolmachine_present],
         "verbosity": 2,

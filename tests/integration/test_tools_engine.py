@@ -1,0 +1,97 @@
+"""docker, skopeo and the registry for real: build, save, push, pull back, clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bottle.tools import docker, registry, skopeo
+from bottle.tools.docker import DockerError
+from bottle.tools.registry import ephemeral_registry
+from tests.conftest import busybox_context
+
+
+@pytest.fixture
+def busybox_image(engine: str, tmp_path: Path) -> str:
+    ctx = busybox_context(tmp_path / "bb", 'LABEL test="bot-bottle"\n')
+    return docker.build_image(ctx, "bot-bottle-test/busybox:it", iidfile=tmp_path / "iid")
+
+
+def test_build_inspect_save(busybox_image: str, tmp_path: Path) -> None:
+    assert busybox_image.startswith("sha256:")
+    assert docker.image_id("bot-bottle-test/busybox:it") == busybox_image
+    assert docker.inspect_image("bot-bottle-test/busybox:it")["Config"]["Labels"] == {
+        "test": "bot-bottle"}
+    assert docker.engine_has_image(busybox_image)
+    assert not docker.engine_has_image("sha256:" + "0" * 64)
+    out = tmp_path / "img.tar"
+    docker.save("bot-bottle-test/busybox:it", out)
+    with tarfile.open(out) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert busybox_image[7:] in manifest[0]["Config"]
+
+
+def test_registry_push_with_skopeo_pull_with_docker(busybox_image: str, tmp_path: Path) -> None:
+    tar = tmp_path / "img.tar"
+    docker.save("bot-bottle-test/busybox:it", tar)
+    with ephemeral_registry() as reg:
+        assert reg.network is None and reg.push_endpoint.startswith("127.0.0.1:")
+        ref = f"{reg.push_endpoint}/bot-bottle:it"
+        skopeo.copy_archive(tar, ref)
+        assert skopeo.inspect(ref)["Digest"].startswith("sha256:")
+        docker.pull(ref)
+        assert docker.image_id(ref) == busybox_image
+        port = int(reg.pull_endpoint.rsplit(":", 1)[1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/_catalog", timeout=5) as r:
+            assert json.load(r) == {"repositories": ["bot-bottle"]}
+        subprocess.run(["docker", "rmi", ref], capture_output=True, check=False)
+    # Torn down: nothing answers on that port any more.
+    assert not registry._answers(port)
+
+
+def test_registry_torn_down_on_error() -> None:
+    with pytest.raises(RuntimeError), ephemeral_registry() as reg:
+        port = int(reg.push_endpoint.rsplit(":", 1)[1])
+        raise RuntimeError("push failed")
+    assert not registry._answers(port)
+
+
+def test_registry_dies_with_a_sigkilled_owner(tmp_path: Path) -> None:
+    code = ("import sys, time\nfrom bottle.tools.registry import ephemeral_registry\n"
+            "with ephemeral_registry() as r:\n    print(r.push_endpoint, flush=True)\n"
+            "    time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    endpoint = p.stdout.readline().strip()
+    port = int(endpoint.rsplit(":", 1)[1])
+    assert registry._answers(port)
+    p.kill()
+    p.wait()
+    import time
+
+    deadline = time.monotonic() + 10
+    while registry._answers(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not registry._answers(port)
+
+
+def test_missing_dockerfile_is_a_clean_error(engine: str, tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    with pytest.raises(DockerError) as err:
+        docker.build_image(tmp_path / "ctx", "x:1", iidfile=tmp_path / "iid")
+    msg = str(err.value)
+    assert "\n" not in msg and "docker build" in msg and "Dockerfile" in msg
+
+
+def test_pull_of_a_missing_tag_is_a_clean_error(engine: str) -> None:
+    with ephemeral_registry() as reg, pytest.raises(DockerError) as err:
+        docker.pull(f"{reg.pull_endpoint}/bot-bottle:no-such-tag")
+    msg = str(err.value)
+    assert "\n" not in msg and "docker pull" in msg
+    assert "not found" in msg or "manifest unknown" in msg
