@@ -11,7 +11,7 @@ import sys
 import uuid
 
 from bottle import image
-from bottle.backend import Bottle
+from bottle.backend import DEFAULT_USER, WORKSPACE, Bottle
 from bottle.backend import docker as docker_backend
 from bottle.backend import smolmachines as smol_backend
 from bottle.config import Config
@@ -64,6 +64,9 @@ def launch(cfg: Config, store: Store) -> int:
         )
         runner = smolvm.TOOL
     try:
+        if bottle.exec(["test", "-w", WORKSPACE]).returncode != 0:
+            say(f"launch: warning: {DEFAULT_USER} cannot write {WORKSPACE} "
+                f"(host {cfg.workspace} is owned by uid {cfg.workspace.stat().st_uid})")
         argv = bottle.agent_argv(cfg.agent_args, tty=tty)
         say(f"launch: {backend} bottle {launch_id} running {cfg.agent}")
         code = runner.run_attached(runner[tuple(argv[1:])])
