@@ -7,6 +7,7 @@ task parameters. Unknown keys and bad values are errors that name their source.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import tomllib
@@ -20,6 +21,7 @@ from bottle.errors import ConfigError
 BACKENDS = ("docker", "smolmachines", "auto")
 
 
+@functools.cache
 def example_agent_dir() -> Path:
     """The bundled example agent (a FROM-scratch busybox image with a stand-in claude)."""
     import bottle_examples
@@ -31,7 +33,7 @@ def example_agent_dir() -> Path:
 
 @dataclass(frozen=True)
 class Config:
-    context: Path = field(default_factory=example_agent_dir)
+    context: Path | None = None  # None: the bundled example agent
     dockerfile: Path | None = None
     image: str = "bot-bottle-agent:latest"
     build_args: dict[str, str] = field(default_factory=dict)
@@ -54,8 +56,12 @@ class Config:
     jobs: int = 4
 
     @property
+    def build_context(self) -> Path:
+        return self.context or example_agent_dir()
+
+    @property
     def dockerfile_path(self) -> Path:
-        return self.dockerfile or self.context / "Dockerfile"
+        return self.dockerfile or self.build_context / "Dockerfile"
 
 
 def _path(base: Path) -> Callable[[Any], Path]:

@@ -55,18 +55,18 @@ class Packed:
 
 
 def check_inputs(cfg: Config) -> None:
-    if not cfg.context.is_dir():
-        raise BottleError(f"build context {cfg.context} is not a directory")
+    if not cfg.build_context.is_dir():
+        raise BottleError(f"build context {cfg.build_context} is not a directory")
     if not cfg.dockerfile_path.is_file():
         raise BottleError(f"Dockerfile not found: {cfg.dockerfile_path}")
 
 
 def digest_context(cfg: Config, store: Store) -> ContextDigest:
     check_inputs(cfg)
-    ident = f"{cfg.context.resolve()}\0{cfg.dockerfile_path.resolve()}"
+    ident = f"{cfg.build_context.resolve()}\0{cfg.dockerfile_path.resolve()}"
     index = store.root / "index" / f"{xxhash.xxh64_hexdigest(ident.encode())}.json"
     return context_digest(
-        cfg.context, cfg.dockerfile_path, build_args=cfg.build_args, target=cfg.target,
+        cfg.build_context, cfg.dockerfile_path, build_args=cfg.build_args, target=cfg.target,
         index_path=index,
     )
 
@@ -98,13 +98,13 @@ def ensure_image(
         iid.parent.mkdir(parents=True, exist_ok=True)
         try:
             image_id = docker_mod.build_image(
-                cfg.context, cfg.image, dockerfile=cfg.dockerfile_path,
+                cfg.build_context, cfg.image, dockerfile=cfg.dockerfile_path,
                 build_args=cfg.build_args, target=cfg.target, iidfile=iid, progress=True,
             )
         finally:
             iid.unlink(missing_ok=True)
         store.put_ref("context", ctx.hexdigest, {
-            "image_id": image_id, "tag": cfg.image, "context": str(cfg.context.resolve()),
+            "image_id": image_id, "tag": cfg.image, "context": str(cfg.build_context.resolve()),
             "dockerfile": str(cfg.dockerfile_path.resolve()),
         })
         return Built(image_id, ctx, True, why)

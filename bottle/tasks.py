@@ -194,6 +194,67 @@ def task_launch() -> dict[str, Any]:
 
 
 @_user_errors
+def _prepull(
+    compose_files: list[str], project_dir: str | None, profiles: list[str], images: list[str],
+    jobs: int | None, quiet: bool, json_out: bool,
+) -> None:
+    import time
+
+    from bottle import prepull as pp
+
+    cfg = config_mod.load({"compose_files": compose_files or None, "project_dir": project_dir,
+                           "profiles": profiles or None, "images": images or None,
+                           "jobs": jobs})
+    started = time.monotonic()
+    wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
+                        project_dir=cfg.project_dir, profiles=cfg.profiles)
+    if not wanted:
+        if json_out:
+            print(pp.as_json([], 0.0))
+        elif not quiet:
+            say("prepull: no images resolved; nothing to pull (the deploy pulls as usual)")
+        return
+    try:
+        outcomes = pp.prepull(wanted, jobs=cfg.jobs)
+    except pp.PrepullFailed as err:
+        if json_out:
+            print(pp.as_json(err.outcomes, time.monotonic() - started))
+        elif not quiet:
+            say(pp.summary(err.outcomes, time.monotonic() - started))
+        raise
+    if json_out:
+        print(pp.as_json(outcomes, time.monotonic() - started))
+    elif not quiet:
+        print(pp.summary(outcomes, time.monotonic() - started))
+
+
+def task_prepull() -> dict[str, Any]:
+    """Pull a compose deployment's missing images before it deploys (present ones: no network).
+
+    Images come from compose's own rendered config (COMPOSE_FILE and variables from the
+    project's .env), or from --image. A failed pull stops with one line and exit 1.
+    """
+    params: list[dict[str, Any]] = [
+        {"name": "compose_files", "short": "f", "long": "file", "type": list, "default": [],
+         "help": "compose file (repeatable) [default: compose finds them: COMPOSE_FILE in "
+                 ".env, else compose.yaml]"},
+        {"name": "project_dir", "long": "project-dir", "type": str, "default": None,
+         "help": "the deployment's directory (where its .env is) [default: here]"},
+        {"name": "profiles", "long": "profile", "type": list, "default": [],
+         "help": "compose profile to enable (repeatable)"},
+        {"name": "images", "long": "image", "type": list, "default": [],
+         "help": "pull these images instead of asking compose (repeatable)"},
+        {"name": "jobs", "short": "j", "long": "jobs", "type": int, "default": None,
+         "help": "pulls at once [default 4]"},
+        {"name": "quiet", "short": "q", "long": "quiet", "type": bool, "default": False,
+         "help": "print nothing but errors"},
+        {"name": "json_out", "long": "json", "type": bool, "default": False,
+         "help": "print the summary as JSON"},
+    ]
+    return {"actions": [_prepull], "params": params, "uptodate": [False], "verbosity": 2}
+
+
+@_user_errors
 def _sweep() -> None:
     from bottle.backend import docker as docker_backend
     from bottle.backend import smolmachines as smol_backend

@@ -92,7 +92,10 @@ def render(
     cmd = config_cmd(v2=v2, files=files, project_dir=project_dir, env_file=env_file,
                      profiles=profiles)
     out = tool.run(cmd, cwd=cwd, timeout=120).stdout
-    model = json.loads(out) if v2 else yaml.safe_load(out)
+    try:
+        model = json.loads(out) if v2 else yaml.safe_load(out)
+    except (ValueError, yaml.YAMLError) as err:
+        raise BottleError(f"cannot read compose's rendered config: {err}") from None
     if not isinstance(model, dict):
         raise BottleError("compose rendered no config")
     return model

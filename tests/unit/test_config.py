@@ -55,6 +55,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, toml: str, env: dict[str, 
 
 def test_default_context_is_the_example_agent(tmp_path: Path) -> None:
     cfg = load(cwd=tmp_path, environ={})
-    names = sorted(p.name for p in cfg.context.iterdir())
+    assert cfg.context is None  # resolved only when a build needs it
+    names = sorted(p.name for p in cfg.build_context.iterdir())
     assert names == [".dockerignore", "Dockerfile", "busybox", "claude"]
     assert cfg.backend == "docker" and cfg.network == "none" and cfg.agent == "claude"

@@ -1,0 +1,103 @@
+"""`bottle prepull` against a real registry on loopback, with compose resolving images
+from two files named by COMPOSE_FILE in the deployment's .env and ${VERSION} interpolation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bottle.tools import docker, skopeo
+from bottle.tools.registry import RegistryHandle, ephemeral_registry
+from tests.conftest import busybox_context
+from tests.integration.helpers import bottle, docker_calls
+
+
+@pytest.fixture
+def registry_with_two_images(engine: str, tmp_path: Path) -> Iterator[RegistryHandle]:
+    with ephemeral_registry() as reg:
+        for name in ("web", "worker"):
+            ctx = busybox_context(tmp_path / name, f'LABEL svc="{name}"\n')
+            docker.build_image(ctx, f"bb-prepull-{name}:src", iidfile=tmp_path / f"{name}.iid")
+            tar = tmp_path / f"{name}.tar"
+            docker.save(f"bb-prepull-{name}:src", tar)
+            skopeo.copy_archive(tar, f"{reg.push_endpoint}/{name}:2.1")
+        yield reg
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, registry_with_two_images: RegistryHandle) -> Path:
+    reg = registry_with_two_images.pull_endpoint
+    app = tmp_path / "app"
+    (app / "b").mkdir(parents=True)
+    (app / "base.yml").write_text(f"""services:
+  web:
+    image: "{reg}/web:${{VERSION}}"
+  builder:
+    build: ./b
+  debug:
+    image: {reg}/debug:1
+    profiles: ["debug"]
+""")
+    (app / "extra.yml").write_text(f"""services:
+  worker:
+    image: {reg}/worker:${{VERSION:-latest}}
+  cache:
+    image: "{reg}/web:${{VERSION}}"
+""")
+    (app / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=2.1\n")
+    return app
+
+
+def _rmi(ref: str) -> None:
+    subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, check=False)
+
+
+def test_pulls_exactly_the_missing_image(deployment: Path, recording_docker: Path,
+                                         registry_with_two_images: RegistryHandle) -> None:
+    reg = registry_with_two_images.pull_endpoint
+    web, worker = f"{reg}/web:2.1", f"{reg}/worker:2.1"
+    _rmi(web)
+    _rmi(worker)
+    first = bottle("prepull", "--project-dir", str(deployment), "--json", cwd=deployment)
+    assert first.returncode == 0, first.stderr
+    got = {i["image"]: i["status"] for i in json.loads(first.stdout)["images"]}
+    assert got == {web: "pulled", worker: "pulled"}  # web once (two services), no debug
+    assert docker.image_id(web) and docker.image_id(worker)
+
+    _rmi(worker)
+    recording_docker.write_text("")
+    second = bottle("prepull", cwd=deployment)
+    assert second.returncode == 0, second.stderr
+    pulled = [c.split()[-1] for c in docker_calls(recording_docker) if c.startswith("pull")]
+    assert pulled == [worker]
+    assert "present" in second.stdout and "1 present, 1 pulled" in second.stdout
+
+    recording_docker.write_text("")
+    third = bottle("prepull", "--quiet", cwd=deployment)
+    assert third.returncode == 0 and third.stdout == ""
+    assert not [c for c in docker_calls(recording_docker) if c.startswith("pull")]
+
+
+def test_bad_tag_fails_fast_with_a_clear_error(deployment: Path,
+                                               registry_with_two_images: RegistryHandle) -> None:
+    reg = registry_with_two_images.pull_endpoint
+    (deployment / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=9.9-missing\n")
+    r = bottle("prepull", "--quiet", cwd=deployment)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bottle: error: prepull: cannot pull ")
+    assert f"{reg}/" in lines[0] and "9.9-missing" in lines[0]
+    assert "not found" in lines[0] or "manifest unknown" in lines[0]
+
+
+def test_profiles_enable_services(deployment: Path,
+                                  registry_with_two_images: RegistryHandle) -> None:
+    r = bottle("prepull", "--profile", "debug", "--json", cwd=deployment)
+    assert r.returncode == 1  # debug:1 was never pushed
+    assert "debug:1" in r.stderr
+    statuses = {i["image"].rsplit("/", 1)[1]: i["status"] for i in json.loads(r.stdout)["images"]}
+    assert statuses["debug:1"] == "failed"
