@@ -18,7 +18,9 @@ FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$CALLS"
 case "$1 $2" in
   "compose version") echo "docker: 'compose' is not a docker command." >&2; exit 1 ;;
-  "image inspect") for p in $PRESENT; do [ "$p" = "$5" ] && { echo '{"Id":"sha256:1"}'; exit 0; }; done
+  "image inspect") for p in $PRESENT; do
+                     [ "$p" = "$5" ] && { echo '{"Id":"sha256:1"}'; exit 0; }
+                   done
                    echo "Error: No such image: $5" >&2; exit 1 ;;
   "pull -q") for b in $BAD; do [ "$b" = "$3" ] && {
                echo "Error response from daemon: manifest for $3 not found: manifest unknown" >&2
