@@ -24,11 +24,15 @@ BACKENDS = ("docker", "smolmachines", "auto")
 @functools.cache
 def example_agent_dir() -> Path:
     """The bundled example agent (a FROM-scratch busybox image with a stand-in claude)."""
-    import bottle_examples
-
     from bottle.example import example_context
 
-    return example_context(Path(bottle_examples.__file__).parent / "agent")
+    try:
+        import bottle_examples
+
+        source = Path(bottle_examples.__file__).parent / "agent"
+    except ImportError:  # a checkout on sys.path (e.g. an editable install in compat mode)
+        source = Path(__file__).resolve().parent.parent / "examples" / "agent"
+    return example_context(source)
 
 
 @dataclass(frozen=True)

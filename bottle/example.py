@@ -65,6 +65,8 @@ def example_context(source: Path) -> Path:
         for p in files:
             shutil.copy2(p, work / p.name)
         shutil.copy2(busybox, work / "busybox")
+        for exe in ("claude", "busybox"):  # a wheel install may not keep the exec bit
+            os.chmod(work / exe, 0o755)
         os.rename(work, target)
     except FileExistsError:
         shutil.rmtree(work, ignore_errors=True)  # another process made the same one

@@ -57,20 +57,21 @@ class ContextDigest:
 
 def _walk(context: Path, matcher: Matcher) -> list[tuple[str, os.stat_result]]:
     found: list[tuple[str, os.stat_result]] = []
-    stack = [""]
+    stack = [("", matcher.no_hits)]
+    root = str(context)
     while stack:
-        rel_dir = stack.pop()
-        with os.scandir(context / rel_dir if rel_dir else context) as it:
+        rel_dir, parent_hits = stack.pop()
+        with os.scandir(f"{root}/{rel_dir}" if rel_dir else root) as it:
             for entry in it:
                 rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                 st = entry.stat(follow_symlinks=False)
-                excluded = matcher.excluded(rel)
+                excluded, hits = matcher.check(rel, parent_hits)
                 if stat.S_ISDIR(st.st_mode):
                     if not excluded:
                         found.append((rel, st))
-                        stack.append(rel)
+                        stack.append((rel, hits))
                     elif matcher.descend(rel):
-                        stack.append(rel)
+                        stack.append((rel, hits))
                 elif not excluded and (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                     found.append((rel, st))
     found.sort(key=lambda item: item[0])
@@ -134,7 +135,8 @@ def context_digest(
     h.update(f"target\0{target or ''}\n".encode())
     digest = h.hexdigest()
 
-    changed = _describe_changes(old, old_files, new_files, df_hash, build_args, target)
+    changed = ([] if old.get("digest") == digest else
+               _describe_changes(old, old_files, new_files, df_hash, build_args, target))
     if index_path is not None and (old.get("digest") != digest or hashed):
         write_atomic(index_path, json.dumps({
             "version": _VERSION, "digest": digest, "dockerfile": df_hash,

@@ -154,6 +154,23 @@ class Matcher:
         extra = [f"!{p}" for p in (".dockerignore", *always) if base.excluded(p)]
         return cls([*patterns, *extra]) if extra else base
 
+    def check(self, path: str, parent_hits: tuple[bool, ...]) -> tuple[bool, tuple[bool, ...]]:
+        """`excluded(path)`, given each pattern's hit on path's parent directories
+        (Docker's MatchesUsingParentResults). Also returns the hits including `path`,
+        for the caller to hand down to path's children."""
+        hits = tuple(p.match(path) or parent_hits[i] for i, p in enumerate(self.patterns))
+        matched = False
+        for p, hit in zip(self.patterns, hits, strict=True):
+            if p.exclusion != matched:
+                continue
+            if hit:
+                matched = not p.exclusion
+        return matched, hits
+
+    @property
+    def no_hits(self) -> tuple[bool, ...]:
+        return (False,) * len(self.patterns)
+
     def excluded(self, path: str) -> bool:
         matched = False
         parent = posixpath.dirname(path)

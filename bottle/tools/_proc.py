@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from plumbum.machines.local import LocalCommand
-
 from bottle.errors import BottleError
 
 REDACTED = "<redacted>"
@@ -107,7 +105,7 @@ class Tool:
         """`tool["a", "b"]`: a plumbum bound command for program + args (nothing is looked up)."""
         if not isinstance(args, tuple):
             args = (args,)
-        return LocalCommand(self.program)[tuple(str(a) for a in args)]
+        return _local_command(self.program)[tuple(str(a) for a in args)]
 
     def which(self) -> str | None:
         return shutil.which(self.program, path=os.environ.get("PATH", os.defpath))
@@ -218,9 +216,16 @@ class Tool:
             raise
 
 
+def _local_command(program: str) -> Any:
+    # Imported on first use: the warm (cache-hit) path runs no tool and needn't pay for it.
+    from plumbum.machines.local import LocalCommand
+
+    return LocalCommand(program)
+
+
 def _popen(path: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start `path` with argv[1:] through plumbum, as a plain bytes Popen."""
-    proc: Any = LocalCommand(path)[tuple(argv[1:])].popen(**kwargs)
+    proc: Any = _local_command(path)[tuple(argv[1:])].popen(**kwargs)
     return cast("subprocess.Popen[bytes]", proc)
 
 
