@@ -19,8 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from bottle.errors import BottleError
 from bottle.tools import compose, docker
+from cache.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -87,19 +90,73 @@ def images_from_model(
     return list(wanted.values())
 
 
+_DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml",
+                  "compose.override.yaml", "compose.override.yml",
+                  "docker-compose.override.yml", "docker-compose.override.yaml")
+_VAR = re.compile(rb"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def resolution_key(files: Sequence[Path], project_dir: Path, profiles: Sequence[str],
+                   *, v2: bool) -> str | None:
+    """A digest of everything that can change what compose renders, or None when that
+    can't be known (no compose file here, `extends`/`include` of other files).
+
+    Covers: which compose, the project dir, profiles, the `.env`, every compose file
+    compose will read, and the environment's COMPOSE_* variables plus every variable the
+    files reference (values are hashed, never stored)."""
+    sep = _dotenv_value(project_dir, "COMPOSE_PATH_SEPARATOR") or os.pathsep
+    named = list(files) or [Path(f) for f in
+                            (_dotenv_value(project_dir, "COMPOSE_FILE") or "").split(sep) if f]
+    paths = ([p if p.is_absolute() else project_dir / p for p in named] if named else
+             [project_dir / f for f in _DEFAULT_FILES if (project_dir / f).is_file()])
+    if not paths:
+        return None
+    h = xxhash.xxh3_128()
+    h.update(f"{v2}\0{project_dir.resolve()}\0{sorted(profiles)}\0".encode())
+    names: set[bytes] = set()
+    for p in [project_dir / ".env", *paths]:
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            if p.name == ".env":
+                continue
+            return None
+        if p.name != ".env" and (b"extends" in data or b"include" in data):
+            return None
+        h.update(str(p).encode() + b"\0" + data + b"\0")
+        names |= set(_VAR.findall(data))
+    env_names = {n for n in os.environ if n.startswith("COMPOSE_")} | {n.decode() for n in names}
+    for n in sorted(env_names):
+        h.update(f"{n}={os.environ.get(n)!r}\0".encode())
+    return h.hexdigest()
+
+
 def resolve(
     *,
     images: Sequence[str] = (),
     files: Sequence[Path] = (),
     project_dir: Path | None = None,
     profiles: Sequence[str] = (),
+    cache_dir: Path | None = None,
 ) -> list[Wanted]:
-    """An explicit image list as is (deduplicated), else what compose renders."""
+    """An explicit image list as is (deduplicated), else what compose renders. With
+    `cache_dir`, compose's answer is kept under a key of all its inputs and reused."""
     if images:
         return [Wanted(i, (), False) for i in dict.fromkeys(images)]
     pdir = project_dir or Path.cwd()
+    key = resolution_key(files, pdir, profiles, v2=compose.has_v2()) if cache_dir else None
+    record = cache_dir / f"{key}.json" if cache_dir and key else None
+    if record is not None:
+        try:
+            return [Wanted(w["image"], tuple(w["services"]), w["buildable"])
+                    for w in json.loads(record.read_bytes())]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     model = compose.render(files=files, project_dir=project_dir, profiles=profiles, cwd=pdir)
-    return images_from_model(model, project_dir=pdir, profiles=profiles)
+    wanted = images_from_model(model, project_dir=pdir, profiles=profiles)
+    if record is not None:
+        write_atomic(record, json.dumps([asdict(w) for w in wanted]).encode())
+    return wanted
 
 
 def _reason(err: docker.DockerError) -> str:
@@ -111,7 +168,7 @@ def _fetch(want: Wanted, stop: threading.Event) -> Outcome:
     started = time.monotonic()
     if stop.is_set():
         return Outcome(want.image, "cancelled", 0.0)
-    if docker.inspect_image(want.image) is not None:
+    if docker.engine_has_image(want.image):  # the local store only: no registry traffic
         return Outcome(want.image, "present", time.monotonic() - started)
     try:
         docker.pull(want.image)

@@ -207,7 +207,8 @@ def _prepull(
                            "jobs": jobs})
     started = time.monotonic()
     wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
-                        project_dir=cfg.project_dir, profiles=cfg.profiles)
+                        project_dir=cfg.project_dir, profiles=cfg.profiles,
+                        cache_dir=cache_root() / "prepull")
     if not wanted:
         if json_out:
             print(pp.as_json([], 0.0))

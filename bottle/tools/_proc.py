@@ -2,10 +2,10 @@
 
 Every tool module builds plumbum commands against the program's plain name (so
 `.formulate()` gives the argv without running or even finding anything) and runs
-them through `Tool.run`, which finds the program on the *current* PATH, passes the
-*current* environment (plumbum's `local.env` is a snapshot taken at import), kills
-the child on Ctrl-C or timeout, and turns a non-zero exit into the tool's error type
-with secret values redacted.
+them through `Tool.run`, which finds the program on the *current* PATH, passes
+exactly the *current* environment (plumbum's own popen would merge in its snapshot
+of the environment from import time), kills the child on Ctrl-C or timeout, and
+turns a non-zero exit into the tool's error type with secret values redacted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from bottle.errors import BottleError
 
@@ -224,9 +224,11 @@ def _local_command(program: str) -> Any:
 
 
 def _popen(path: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start `path` with argv[1:] through plumbum, as a plain bytes Popen."""
-    proc: Any = _local_command(path)[tuple(argv[1:])].popen(**kwargs)
-    return cast("subprocess.Popen[bytes]", proc)
+    """Start `path` with argv[1:] and exactly the env given.
+
+    Not through plumbum's popen: it lays its import-time snapshot of the environment
+    under the one passed, so a variable unset since then would still reach the child."""
+    return subprocess.Popen([path, *argv[1:]], **kwargs)
 
 
 def _die_with_parent() -> None:

@@ -41,6 +41,8 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     calls.touch()
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("CALLS", str(calls))
+    # An engine only the docker CLI can reach (as over ssh): every check goes through it.
+    monkeypatch.setenv("DOCKER_HOST", "ssh://unit-test-engine")
     return calls
 
 
@@ -147,3 +149,49 @@ class TestModel:
         (proj / ".env").write_text("COMPOSE_PROFILES=debug,other\n")
         assert "r/debug:1" in [w.image for w in pp.images_from_model(self.MODEL,
                                                                      project_dir=proj)]
+
+
+class TestResolutionCache:
+    """compose's answer is reused only while nothing it depends on has changed."""
+
+    @pytest.fixture
+    def app(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        bin_dir = tmp_path / "cbin"
+        bin_dir.mkdir()
+        calls = tmp_path / "compose-calls"
+        # A docker-compose that renders web's image from $VERSION (as compose interpolates).
+        (bin_dir / "docker-compose").write_text(
+            f'#!/bin/sh\necho x >> {calls}\nV=$(sed -n "s/^VERSION=//p" .env)\n'
+            'echo "services: {web: {image: r/web:${TAG:-$V}}}"\n')
+        (bin_dir / "docker-compose").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.delenv("TAG", raising=False)
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / "compose.yml").write_text("services:\n  web:\n    image: r/web:${TAG:-${VERSION}}\n")
+        (app / ".env").write_text("VERSION=1\n")
+        return app
+
+    def resolve(self, app: Path) -> tuple[list[str], int]:
+        got = pp.resolve(project_dir=app, cache_dir=app.parent / "rcache")
+        calls = app.parent / "compose-calls"
+        return [w.image for w in got], len(calls.read_text().splitlines())
+
+    def test_reused_until_an_input_changes(self, app: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        assert self.resolve(app) == (["r/web:1"], 1)
+        assert self.resolve(app) == (["r/web:1"], 1)  # cached: compose not run
+        (app / ".env").write_text("VERSION=2\n")
+        assert self.resolve(app) == (["r/web:2"], 2)
+        monkeypatch.setenv("TAG", "edge")  # a variable the file references
+        assert self.resolve(app) == (["r/web:edge"], 3)
+        monkeypatch.setenv("UNRELATED", "x")  # one it doesn't
+        assert self.resolve(app) == (["r/web:edge"], 3)
+        (app / "compose.yml").write_text((app / "compose.yml").read_text() + "# edit\n")
+        assert self.resolve(app) == (["r/web:edge"], 4)
+
+    def test_not_cached_when_other_files_could_be_read(self, app: Path) -> None:
+        (app / "compose.yml").write_text("services:\n  web:\n    extends:\n      file: b.yml\n")
+        assert pp.resolution_key([], app, [], v2=False) is None
+        (app / "compose.yml").unlink()
+        assert pp.resolution_key([], app, [], v2=False) is None  # compose would search up

@@ -46,6 +46,21 @@ def test_path_and_env_are_read_when_run(bin_dir: Path, monkeypatch: pytest.Monke
     assert tool.run(tool[()], env={"LATE_VAR": "over"}).stdout == "over\n"
 
 
+def test_a_variable_unset_since_first_use_does_not_reach_children(
+    bin_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script(bin_dir, "show-env", 'echo "[$REVOKED_TOKEN]"\n')
+    tool = Tool("show-env", "")
+    from plumbum import local
+
+    # As if it had been set when plumbum was first imported: its snapshot holds it.
+    monkeypatch.setitem(local.env, "REVOKED_TOKEN", "old")
+    monkeypatch.setenv("REVOKED_TOKEN", "old")
+    assert tool.run(tool[()]).stdout == "[old]\n"
+    monkeypatch.delenv("REVOKED_TOKEN")
+    assert tool.run(tool[()]).stdout == "[]\n"
+
+
 def test_error_carries_argv_code_output_and_one_line(bin_dir: Path) -> None:
     script(bin_dir, "failing", 'echo out; echo "first\nError: manifest unknown" >&2; exit 3\n')
     tool = Tool("failing", "")
