@@ -42,9 +42,9 @@ def launch(cfg: Config, store: Store) -> int:
     tty = cfg.tty if cfg.tty is not None else sys.stdin.isatty() and sys.stdout.isatty()
     launch_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     bottle: Bottle
+    for name in (docker_backend.sweep() if backend == "docker" else smol_backend.sweep()):
+        say(f"launch: removed {name}, left by a launch that was killed")
     if backend == "docker":
-        for name in docker_backend.sweep():
-            say(f"launch: removed {name}, left by a launch that was killed")
         built = image.ensure_image(cfg, store)
         say(f"build: {built.summary()}")
         bottle = docker_backend.start(
@@ -53,8 +53,6 @@ def launch(cfg: Config, store: Store) -> int:
         )
         runner = docker.TOOL
     else:
-        for name in smol_backend.sweep():
-            say(f"launch: removed {name}, left by a launch that was killed")
         packed = image.agent_artifact(cfg, store)
         say(f"pack: {packed.reason}")
         bottle = smol_backend.start(

@@ -17,6 +17,7 @@ import yaml
 
 from bottle.errors import BottleError
 from bottle.tools import docker
+from bottle.tools._argv import opt, repeat
 from bottle.tools._proc import Tool, ToolError
 
 
@@ -37,13 +38,8 @@ def _global(
     files: Sequence[Path], project_dir: Path | None, env_file: Path | None,
     profiles: Sequence[str],
 ) -> list[str]:
-    args = [x for f in files for x in ("-f", str(f))]
-    if project_dir:
-        args += ["--project-directory", str(project_dir)]
-    if env_file:
-        args += ["--env-file", str(env_file)]
-    args += [x for p in profiles for x in ("--profile", p)]
-    return args
+    return [*repeat("-f", map(str, files)), *opt("--project-directory", project_dir),
+            *opt("--env-file", env_file), *repeat("--profile", profiles)]
 
 
 def config_cmd(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bottle.tools._argv import flag, opt, pairs, repeat
 from bottle.tools._proc import Tool, ToolError
 
 
@@ -43,10 +44,6 @@ class Mount:
         return f"type=bind,source={self.source},target={self.target}{ro}"
 
 
-def _pairs(flag: str, mapping: Mapping[str, str]) -> list[str]:
-    return [x for k, v in mapping.items() for x in (flag, f"{k}={v}")]
-
-
 # --- argv builders ------------------------------------------------------------------------
 
 
@@ -60,18 +57,9 @@ def build_cmd(
     iidfile: Path | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> Any:
-    args: list[str] = ["build"]
-    if tag:
-        args += ["-t", tag]
-    if dockerfile:
-        args += ["-f", str(dockerfile)]
-    args += _pairs("--build-arg", build_args or {})
-    if target:
-        args += ["--target", target]
-    if iidfile:
-        args += ["--iidfile", str(iidfile)]
-    args += _pairs("--label", labels or {})
-    return TOOL[(*args, str(context))]
+    return TOOL[("build", *opt("-t", tag), *opt("-f", dockerfile),
+                 *pairs("--build-arg", build_args), *opt("--target", target),
+                 *opt("--iidfile", iidfile), *pairs("--label", labels), str(context))]
 
 
 def inspect_image_cmd(ref: str) -> Any:
@@ -110,29 +98,11 @@ def run_cmd(
     entrypoint: str | None = None,
     init: bool = False,
 ) -> Any:
-    args: list[str] = ["run"]
-    if detach:
-        args.append("-d")
-    if remove:
-        args.append("--rm")
-    if init:
-        args.append("--init")
-    if name:
-        args += ["--name", name]
-    args += _pairs("--label", labels or {})
-    if env_file:
-        args += ["--env-file", str(env_file)]
-    if network:
-        args += ["--network", network]
-    if user:
-        args += ["--user", user]
-    for m in mounts:
-        args += ["--mount", m.spec()]
-    if workdir:
-        args += ["--workdir", workdir]
-    if entrypoint is not None:
-        args += ["--entrypoint", entrypoint]
-    return TOOL[(*args, image, *command)]
+    return TOOL[("run", *flag("-d", detach), *flag("--rm", remove), *flag("--init", init),
+                 *opt("--name", name), *pairs("--label", labels), *opt("--env-file", env_file),
+                 *opt("--network", network), *opt("--user", user),
+                 *repeat("--mount", (m.spec() for m in mounts)), *opt("--workdir", workdir),
+                 *opt("--entrypoint", entrypoint), image, *command)]
 
 
 def exec_cmd(
@@ -146,18 +116,8 @@ def exec_cmd(
     workdir: str | None = None,
 ) -> Any:
     """`env_names` are passed as bare `-e NAME`: docker reads each value from its own env."""
-    args: list[str] = ["exec"]
-    if interactive:
-        args.append("-i")
-    if tty:
-        args.append("-t")
-    if user:
-        args += ["-u", user]
-    for n in env_names:
-        args += ["-e", n]
-    if workdir:
-        args += ["-w", workdir]
-    return TOOL[(*args, container, *command)]
+    return TOOL[("exec", *flag("-i", interactive), *flag("-t", tty), *opt("-u", user),
+                 *repeat("-e", env_names), *opt("-w", workdir), container, *command)]
 
 
 def rm_cmd(*containers: str) -> Any:
@@ -165,14 +125,12 @@ def rm_cmd(*containers: str) -> Any:
 
 
 def ps_cmd(*, labels: Mapping[str, str | None]) -> Any:
-    filters = [
-        x for k, v in labels.items() for x in ("--filter", f"label={k}" + (f"={v}" if v else ""))
-    ]
+    filters = repeat("--filter", (f"label={k}" + (f"={v}" if v else "") for k, v in labels.items()))
     return TOOL[("ps", "-a", "--no-trunc", *filters, "--format", "{{json .}}")]
 
 
 def network_create_cmd(name: str, *, internal: bool = False) -> Any:
-    return TOOL[("network", "create", *(["--internal"] if internal else []), name)]
+    return TOOL[("network", "create", *flag("--internal", internal), name)]
 
 
 def network_rm_cmd(name: str) -> Any:

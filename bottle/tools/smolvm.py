@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bottle.errors import BottleError
+from bottle.tools._argv import flag, opt, pairs, repeat
 from bottle.tools._proc import Tool, ToolError
 
 SIDECAR = ".smolmachine"
@@ -136,17 +137,13 @@ def _state(state_dir: Path | None, dialect: Dialect) -> list[str]:
     return ["--state-dir", str(state_dir)]
 
 
-def _pairs(flag: str, mapping: Mapping[str, str]) -> list[str]:
-    return [x for k, v in mapping.items() for x in (flag, f"{k}={v}")]
-
-
 def _secret_refs(names: Sequence[str], dialect: Dialect) -> list[str]:
     """`--secret-env NAME=NAME`: smolvm reads the value from its own environment."""
     if names and not dialect.secret_env:
         raise BottleError(
             f"smolvm {dialect} has no --secret-env; secrets would land on argv: upgrade smolvm"
         )
-    return [x for n in names for x in ("--secret-env", f"{n}={n}")]
+    return repeat("--secret-env", (f"{n}={n}" for n in names))
 
 
 def pack_create_cmd(
@@ -173,22 +170,14 @@ def machine_create_cmd(
     state_dir: Path | None = None,
 ) -> Any:
     """`secret_env` names host variables; only `GUEST=HOST` references reach argv."""
-    args: list[str] = ["machine", "create"]
-    if dialect.name_flag_everywhere:
-        args += ["--name", name]
-    if from_path is not None:
-        args += ["--from", str(from_path)]
+    modern = dialect.name_flag_everywhere
     # --net is explicit: smolvm 0.8's implied net from --allow-cidr doesn't fire with --from.
-    if net or (net is None and allow_cidrs):
-        args.append("--net")
-    for cidr in allow_cidrs:
-        args += ["--allow-cidr", cidr]
-    args += _pairs("-e", env or {})
-    args += _secret_refs(secret_env, dialect)
-    args += _state(state_dir, dialect)
-    if not dialect.name_flag_everywhere:
-        args.append(name)
-    return TOOL[tuple(args)]
+    net_on = net or (net is None and bool(allow_cidrs))
+    return TOOL[("machine", "create", *opt("--name", name if modern else None),
+                 *opt("--from", from_path), *flag("--net", net_on),
+                 *repeat("--allow-cidr", allow_cidrs), *pairs("-e", env),
+                 *_secret_refs(secret_env, dialect), *_state(state_dir, dialect),
+                 *([] if modern else [name]))]
 
 
 def _named(verb: str, name: str, dialect: Dialect, state_dir: Path | None) -> Any:
@@ -225,26 +214,15 @@ def machine_exec_cmd(
     state_dir: Path | None = None,
 ) -> Any:
     """The workload goes after `--` so smolvm's parser never takes its flags."""
-    args: list[str] = ["machine", "exec", "--name", name]
     workload = list(command)
-    if user is not None:
-        if dialect.exec_user_flag:
-            args += ["-u", user]
-        else:
-            # No -u before 1.14: switch user inside the guest instead.
-            workload = ["su", "-s", "/bin/sh", user, "-c", 'exec "$0" "$@"', *workload]
-    args += _pairs("-e", env or {})
-    args += _secret_refs(secret_env, dialect)
-    if workdir:
-        args += ["-w", workdir]
-    if timeout:
-        args += ["--timeout", timeout]
-    if interactive:
-        args.append("-i")
-    if tty:
-        args.append("-t")
-    args += _state(state_dir, dialect)
-    return TOOL[(*args, "--", *workload)]
+    if user is not None and not dialect.exec_user_flag:
+        # No -u before 1.14: switch user inside the guest instead.
+        workload = ["su", "-s", "/bin/sh", user, "-c", 'exec "$0" "$@"', *workload]
+    return TOOL[("machine", "exec", "--name", name,
+                 *opt("-u", user if dialect.exec_user_flag else None), *pairs("-e", env),
+                 *_secret_refs(secret_env, dialect), *opt("-w", workdir),
+                 *opt("--timeout", timeout), *flag("-i", interactive), *flag("-t", tty),
+                 *_state(state_dir, dialect), "--", *workload)]
 
 
 def machine_cp_cmd(

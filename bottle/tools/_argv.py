@@ -1,0 +1,26 @@
+"""A tiny argv vocabulary shared by the builders (python-on-whales' Command, in spirit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+
+def opt(name: str, value: str | Path | None) -> list[str]:
+    """`name value`, or nothing when the value is None or empty."""
+    return [name, str(value)] if value is not None and str(value) != "" else []
+
+
+def flag(name: str, on: bool | None) -> list[str]:
+    """`name` when on, else nothing."""
+    return [name] if on else []
+
+
+def repeat(name: str, values: Iterable[str]) -> list[str]:
+    """`name v1 name v2 ...`"""
+    return [x for v in values for x in (name, v)]
+
+
+def pairs(name: str, mapping: Mapping[str, str] | None) -> list[str]:
+    """`name K1=V1 name K2=V2 ...`"""
+    return repeat(name, (f"{k}={v}" for k, v in (mapping or {}).items()))
