@@ -141,6 +141,15 @@ def recording_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return calls
 
 
+@pytest.fixture
+def workspace(tmp_path: Path, engine: str) -> Path:
+    """A workspace to launch in, with one file, on a machine with an engine."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "hello.txt").write_text("hi\n")
+    return ws
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.nodeid.split("/"):

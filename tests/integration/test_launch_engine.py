@@ -19,14 +19,6 @@ def bottles() -> list[str]:
     return out.split()
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, engine: str) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    (ws / "hello.txt").write_text("hi\n")
-    return ws
-
-
 def test_launch_headless_example_agent(workspace: Path, recording_docker: Path) -> None:
     env = {"BOTTLE_ENV": "GREETING=hello MODE=test", "BOTTLE_SECRETS": "API_KEY",
            "API_KEY": "sk-very-secret-123"}

@@ -15,14 +15,6 @@ from tests.integration.helpers import bottle, smolvm_calls
 PARSERS = smolvm_parser.parsers()
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, engine: str) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    (ws / "hello.txt").write_text("hi\n")
-    return ws
-
-
 @pytest.mark.skipif(not PARSERS, reason="smolmachines (smolvm's parser) not installed")
 @pytest.mark.parametrize("parser", PARSERS, ids=lambda p: p.parent.parent.name or str(p))
 def test_lifecycle_argv_is_what_real_smolvm_accepts(
