@@ -57,16 +57,6 @@ def config_cmd(
     return V1[(*g, "config")]
 
 
-def images_cmd(*, files: Sequence[Path] = (), project_dir: Path | None = None) -> Any:
-    """v2 only: the image of every enabled service (build-only ones get generated names)."""
-    return V2[("compose", *_global(files, project_dir, None, ()), "config", "--images")]
-
-
-def pull_cmd(*, v2: bool, files: Sequence[Path] = (), project_dir: Path | None = None) -> Any:
-    g = _global(files, project_dir, None, ())
-    return V2[("compose", *g, "pull", "-q")] if v2 else V1[(*g, "pull", "-q")]
-
-
 _PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
                 "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
 

@@ -79,7 +79,6 @@ def test_compose_config() -> None:
         "config", "--format", "json"]
     assert argv(compose.config_cmd(v2=False, profiles=["debug"])) == [
         "docker-compose", "--profile", "debug", "config"]
-    assert argv(compose.images_cmd()) == ["docker", "compose", "config", "--images"]
 
 
 def test_registry_serve() -> None:
