@@ -77,13 +77,11 @@ def cached_image(store: Store, ctx: ContextDigest) -> str | None:
     return str(ref["image_id"]) if ref and "image_id" in ref else None
 
 
-def ensure_image(
-    cfg: Config, store: Store, *, ctx: ContextDigest | None = None,
-    changed: list[str] | None = None,
-) -> Built:
+def ensure_image(cfg: Config, store: Store, *, ctx: ContextDigest | None = None) -> Built:
     """The image for `cfg`'s context: reused when its digest is recorded and the engine
     still has it; otherwise `docker build` (once, across concurrent processes).
-    `changed` says why, when the caller computed the digest (and its changes) first."""
+    Pass `ctx` when the digest was already computed: a second walk would find nothing
+    changed, and lose the reason."""
     ctx = ctx or digest_context(cfg, store)
     image = cached_image(store, ctx)
     if image and docker_mod.engine_has_image(image):
@@ -92,7 +90,7 @@ def ensure_image(
         image = cached_image(store, ctx)
         if image and docker_mod.engine_has_image(image):
             return Built(image, ctx, False, f"cache hit {ctx.short} (built by another process)")
-        why = "; ".join(changed or ctx.changed) or (
+        why = "; ".join(ctx.changed) or (
             "image was removed" if image else "no cached image")
         iid = store.root / "tmp" / f"context-{ctx.hexdigest}.{os.getpid()}.iid"
         iid.parent.mkdir(parents=True, exist_ok=True)
@@ -173,17 +171,17 @@ def cached_smolmachine(store: Store, ctx: ContextDigest) -> Entry | None:
     return store.get("smolmachine", image.removeprefix("sha256:")[:16])
 
 
-def ensure_smolmachine(cfg: Config, store: Store, *, changed: list[str] | None = None) -> Packed:
+def ensure_smolmachine(cfg: Config, store: Store, *, ctx: ContextDigest | None = None) -> Packed:
     """Seed 000's `_ensure_smolmachine`: image digest -> cached `.smolmachine`.
 
     Hit: nothing but the digest check (no docker, no registry, no smolvm).
     Miss: build (if needed) -> save -> [registry + push] -> pack, once across processes.
     """
-    ctx = digest_context(cfg, store)
+    ctx = ctx or digest_context(cfg, store)
     entry = cached_smolmachine(store, ctx)
     if entry:
         return Packed(artifact_of(entry), entry.key, False, f"cache hit {entry.key}")
-    built = ensure_image(cfg, store, ctx=ctx, changed=changed)
+    built = ensure_image(cfg, store, ctx=ctx)
     digest = built.digest
     entry, fresh = store.ensure(
         "smolmachine", digest, lambda work: _pack_into(work, cfg, built),
@@ -194,11 +192,11 @@ def ensure_smolmachine(cfg: Config, store: Store, *, changed: list[str] | None =
     return Packed(artifact_of(entry), digest, fresh, reason)
 
 
-def agent_artifact(cfg: Config, store: Store, *, changed: list[str] | None = None) -> Packed:
+def agent_artifact(cfg: Config, store: Store, *, ctx: ContextDigest | None = None) -> Packed:
     """Seed 000's `_agent_from_path`: a committed artifact that exists is used as is;
     a missing one falls back to build + pack."""
     if cfg.artifact is not None:
         if cfg.artifact.is_file():
             return Packed(cfg.artifact, "committed", False, f"using committed {cfg.artifact}")
         progress.say(f"pack: committed artifact {cfg.artifact} is missing; building instead")
-    return ensure_smolmachine(cfg, store, changed=changed)
+    return ensure_smolmachine(cfg, store, ctx=ctx)

@@ -11,12 +11,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import xxhash
 from doit.exceptions import TaskFailed
-from doit.tools import result_dep
+from doit.task import UptodateCalculator
 
 from bottle import config as config_mod
 from bottle import image
@@ -26,6 +27,7 @@ from bottle.reporter import REASONS, RESULTS, BottleReporter
 from bottle.tools import docker
 from cache import cache_root
 from cache.checker import XXHChecker
+from cache.digest import ContextDigest
 from cache.store import Store
 
 
@@ -80,13 +82,29 @@ def _config_files() -> list[str]:
 
 @_user_errors
 def _compute_context() -> dict[str, Any]:
-    ctx = image.digest_context(_base_config(), _store())
-    return {"digest": ctx.hexdigest, "changed": ctx.changed}
+    return asdict(image.digest_context(_base_config(), _store()))
 
 
 def task__context() -> dict[str, Any]:
     """Context digest of the agent image's build inputs (always computed; cheap when warm)."""
     return {"actions": [_compute_context], "verbosity": 2}
+
+
+class context_unchanged(UptodateCalculator):  # type: ignore[misc]
+    """Up to date while `_context`'s digest is the one this task last acted on (saved in
+    its values as "context"). Unlike result_dep, the rest of `_context`'s answer (what
+    changed, how many files were hashed) doesn't count."""
+
+    def configure_task(self, task: Any) -> None:
+        task.task_dep.append("_context")
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        current = self.get_val("_context", "result:") or {}  # as doit's result_dep reads it
+        return bool(values.get("context") == current.get("hexdigest"))
+
+
+def _context_arg(values: dict[str, Any]) -> ContextDigest:
+    return ContextDigest(**values)
 
 
 def _image_present(task: Any, values: dict[str, Any]) -> bool:
@@ -102,8 +120,8 @@ def _image_present(task: Any, values: dict[str, Any]) -> bool:
 
 
 @_user_errors
-def _build(changed: list[str]) -> dict[str, Any]:
-    built = image.ensure_image(_base_config(), _store(), changed=changed)
+def _build(ctx: dict[str, Any]) -> dict[str, Any]:
+    built = image.ensure_image(_base_config(), _store(), ctx=_context_arg(ctx))
     say(f"build: {built.summary()}")
     return {"image_id": built.image_id, "context": built.context.hexdigest}
 
@@ -112,9 +130,10 @@ def task_build() -> dict[str, Any]:
     """Ensure the agent image: `docker build` only when the context digest changed."""
     return {
         "actions": [_build],
-        "getargs": {"changed": ("_context", "changed")},
+        "getargs": {"ctx": ("_context", None)},
+        "setup": ["_context"],  # else getargs adds a result_dep on all of _context's answer
         "file_dep": _config_files(),
-        "uptodate": [result_dep("_context"), _image_present],
+        "uptodate": [context_unchanged(), _image_present],
         "verbosity": 2,
     }
 
@@ -132,20 +151,23 @@ def _smolmachine_present(task: Any, values: dict[str, Any]) -> bool:
 
 
 @_user_errors
-def _pack(changed: list[str]) -> dict[str, Any]:
-    packed = image.agent_artifact(_base_config(), _store(), changed=changed)
+def _pack(ctx: dict[str, Any]) -> dict[str, Any]:
+    context = _context_arg(ctx)
+    packed = image.agent_artifact(_base_config(), _store(), ctx=context)
     say(f"pack: {packed.reason}")
     print(packed.artifact)
-    return {"digest": packed.digest, "artifact": str(packed.artifact)}
+    return {"digest": packed.digest, "artifact": str(packed.artifact),
+            "context": context.hexdigest}
 
 
 def task_pack() -> dict[str, Any]:
     """Ensure the agent's `.smolmachine`: repack only when the image changed."""
     return {
         "actions": [_pack],
-        "getargs": {"changed": ("_context", "changed")},
+        "getargs": {"ctx": ("_context", None)},
+        "setup": ["_context"],  # else getargs adds a result_dep on all of _context's answer
         "file_dep": _config_files(),
-        "uptodate": [result_dep("_context"), _smolmachine_present],
+        "uptodate": [context_unchanged(), _smolmachine_present],
         "verbosity": 2,
     }
 

@@ -89,6 +89,7 @@ def test_build_task_warm_is_docker_free(project: Path, recording_docker: Path) -
     recording_docker.write_text("")
     second = bottle("build", cwd=project)
     assert second.returncode == 0 and "build: cache hit" in second.stderr
+    assert "(image " in second.stderr  # doit itself found the task up to date, right away
     assert docker_calls(recording_docker) == []
     # The image going away is noticed (through the engine API) and rebuilt.
     image_id = [line for line in first.stderr.splitlines() if "build: built" in line]
