@@ -136,7 +136,8 @@ def context_digest(
     digest = h.hexdigest()
 
     changed = ([] if old.get("digest") == digest else
-               _describe_changes(old, old_files, new_files, df_hash, build_args, target))
+               _describe_changes(old, old_files, new_files, df_hash, build_args, target,
+                                 dockerfile_rel=rel_df))
     if index_path is not None and (old.get("digest") != digest or hashed):
         write_atomic(index_path, json.dumps({
             "version": _VERSION, "digest": digest, "dockerfile": df_hash,
@@ -152,6 +153,8 @@ def _describe_changes(
     df_hash: str,
     build_args: Mapping[str, str] | None,
     target: str | None,
+    *,
+    dockerfile_rel: str,
 ) -> list[str]:
     if not old:
         return ["first build of this context"]
@@ -164,8 +167,9 @@ def _describe_changes(
         changes.append("target changed")
     added = sorted(set(new_files) - set(old_files))
     removed = sorted(set(old_files) - set(new_files))
+    reported = {dockerfile_rel} if changes and changes[0] == "Dockerfile changed" else set()
     edited = sorted(
-        p for p in set(new_files) & set(old_files)
+        p for p in (set(new_files) & set(old_files)) - reported
         if new_files[p][5] != old_files[p][5] or (new_files[p][4] ^ old_files[p][4]) & 0o7777
     )
     for label, paths in (("added", added), ("removed", removed), ("changed", edited)):
