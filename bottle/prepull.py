@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -185,17 +186,14 @@ def prepull(wanted: Sequence[Wanted], *, jobs: int = 4) -> list[Outcome]:
     stop = threading.Event()
     outcomes: dict[str, Outcome] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="prepull") as pool:
-        futures: dict[Future[Outcome], Wanted] = {pool.submit(_fetch, w, stop): w for w in wanted}
-        pending = set(futures)
+        futures = [pool.submit(_fetch, w, stop) for w in wanted]
         try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION, timeout=0.2)
-                for f in done:
-                    o = f.result()
-                    outcomes[o.image] = o
+            for f in as_completed(futures):
+                o = f.result()
+                outcomes[o.image] = o
         except BaseException:
-            stop.set()  # Ctrl-C: start nothing new; running pulls end with their docker
-            for f in pending:
+            stop.set()  # Ctrl-C or engine gone: start nothing new; running pulls finish
+            for f in futures:
                 f.cancel()
             raise
     ordered = [outcomes[w.image] for w in wanted]
@@ -227,3 +225,13 @@ def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
 
 def as_json(outcomes: Sequence[Outcome], seconds: float) -> str:
     return json.dumps({"images": [asdict(o) for o in outcomes], "seconds": round(seconds, 3)})
+
+
+def report(outcomes: Sequence[Outcome], seconds: float, *, quiet: bool, json_out: bool,
+           failed: bool = False) -> None:
+    """The run's summary: JSON on stdout, or the table (stdout; stderr beside a failure),
+    or nothing when quiet."""
+    if json_out:
+        print(as_json(outcomes, seconds))
+    elif not quiet:
+        print(summary(outcomes, seconds), file=sys.stderr if failed else sys.stdout)

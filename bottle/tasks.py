@@ -240,15 +240,10 @@ def _prepull(
     try:
         outcomes = pp.prepull(wanted, jobs=cfg.jobs)
     except pp.PrepullFailed as err:
-        if json_out:
-            print(pp.as_json(err.outcomes, time.monotonic() - started))
-        elif not quiet:
-            say(pp.summary(err.outcomes, time.monotonic() - started))
+        pp.report(err.outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out,
+                  failed=True)
         raise
-    if json_out:
-        print(pp.as_json(outcomes, time.monotonic() - started))
-    elif not quiet:
-        print(pp.summary(outcomes, time.monotonic() - started))
+    pp.report(outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out)
 
 
 def task_prepull() -> dict[str, Any]:
