@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from cache.lock import pid_alive
 
 DEFAULT_USER = "node"
 WORKSPACE = "/workspace"
@@ -32,6 +35,13 @@ class Bottle(Protocol):
     def close(self) -> None:
         """Tear the bottle down; calling it again does nothing."""
         ...
+
+
+def launcher_alive(host: str | None, pid: str | int | None) -> bool:
+    """Whether the launch that made a bottle still runs: same host, and its pid is alive.
+    A bottle whose launcher is gone was left by a killed run: sweep it."""
+    pid = str(pid or "")
+    return host == os.uname().nodename and pid.isdigit() and pid_alive(int(pid))
 
 
 def shell(cmd: str | Sequence[str]) -> list[str]:

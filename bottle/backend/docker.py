@@ -7,11 +7,10 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from bottle.backend import DEFAULT_USER, LABEL, WORKSPACE, ExecResult, shell
+from bottle.backend import DEFAULT_USER, LABEL, WORKSPACE, ExecResult, launcher_alive, shell
 from bottle.errors import BottleError
 from bottle.tools import docker
 from bottle.tools.docker import Mount
-from cache.lock import pid_alive
 
 # Keeps the container alive for `docker exec`, whatever the image's own entrypoint is.
 _IDLE = ["-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
@@ -92,14 +91,11 @@ def start(
 
 def sweep() -> list[str]:
     """Remove bottles whose launching process is gone (a killed run); return their names."""
-    host = os.uname().nodename
     dead = []
     for c in docker.ps(labels={LABEL: "1"}):
         labels = dict(kv.split("=", 1) for kv in c.get("Labels", "").split(",") if "=" in kv)
-        pid = labels.get(f"{LABEL}.pid", "")
-        if labels.get(f"{LABEL}.host") == host and pid.isdigit() and pid_alive(int(pid)):
-            continue
-        dead.append(c["Names"])
+        if not launcher_alive(labels.get(f"{LABEL}.host"), labels.get(f"{LABEL}.pid")):
+            dead.append(c["Names"])
     docker.rm_f(*dead)
     return dead
 

@@ -9,21 +9,20 @@ references that smolvm resolves from its own environment.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bottle.backend import DEFAULT_USER, WORKSPACE, ExecResult, shell
+from bottle.backend import DEFAULT_USER, WORKSPACE, ExecResult, launcher_alive, shell
 from bottle.tools import smolvm
 from bottle.tools.smolvm import Dialect
 from cache import cache_root
 from cache.atomic import write_atomic
-from cache.lock import pid_alive
 
 
 class SmolmachinesBottle:
@@ -133,7 +132,7 @@ def start(
                     smolvm.machine_delete(name, **kw)
         finally:
             record.unlink(missing_ok=True)
-            _rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     bottle = SmolmachinesBottle(name, guest_env=env, agent_command=agent_command,
                                 secret_env=secrets, dialect=dialect, state_dir=state_dir)
@@ -148,25 +147,20 @@ def start(
     except BaseException:
         try:
             if created:
-                _quietly(lambda: smolvm.machine_stop(name, **kw))
-                _quietly(lambda: smolvm.machine_delete(name, **kw))
+                _remove_quietly(name, state_dir=state_dir)
         finally:
             record.unlink(missing_ok=True)
-            _rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     bottle._teardown = teardown
     return bottle
 
 
-def _quietly(fn: Callable[[], None]) -> None:
-    with contextlib.suppress(smolvm.SmolvmError):
-        fn()
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+def _remove_quietly(name: str, *, state_dir: Path | None) -> None:
+    """Stop and delete a machine whose errors must not hide the failure being handled."""
+    for step in (smolvm.machine_stop, smolvm.machine_delete):
+        with contextlib.suppress(smolvm.SmolvmError):
+            step(name, state_dir=state_dir)
 
 
 def sweep() -> list[str]:
@@ -180,12 +174,10 @@ def sweep() -> list[str]:
             data = json.loads(record.read_text())
         except (OSError, ValueError):
             continue
-        if data.get("host") == os.uname().nodename and pid_alive(int(data.get("pid", 0))):
+        if launcher_alive(data.get("host"), data.get("pid")):
             continue
         name = record.stem
-        state = Path(data["state_dir"]) if data.get("state_dir") else None
-        _quietly(functools.partial(smolvm.machine_stop, name, state_dir=state))
-        _quietly(functools.partial(smolvm.machine_delete, name, state_dir=state))
+        _remove_quietly(name, state_dir=Path(data["state_dir"]) if data.get("state_dir") else None)
         record.unlink(missing_ok=True)
         removed.append(name)
     return removed
