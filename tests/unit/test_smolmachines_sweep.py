@@ -1,0 +1,37 @@
+"""The smolmachines sweep removes machines whose launcher died, and only those."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bottle.backend import smolmachines
+from bottle.tools import smolvm
+from tests.integration.helpers import smolvm_calls
+
+
+def _record(name: str, pid: int) -> None:
+    runs = smolmachines._runs()
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{name}.json").write_text(json.dumps(
+        {"pid": pid, "host": os.uname().nodename, "state_dir": ""}))
+
+
+def test_sweeps_dead_launchers_only(fake_smolvm: Path, tmp_path: Path) -> None:
+    smolvm._detect.cache_clear()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    for name in ("bot-bottle-dead", "bot-bottle-live"):
+        smolvm.machine_create(name)
+        smolvm.machine_start(name)
+    _record("bot-bottle-dead", int(dead.stdout))
+    _record("bot-bottle-live", os.getpid())
+    assert smolmachines.sweep() == ["bot-bottle-dead"]
+    state = tmp_path / "smolvm-state"
+    assert sorted(p.stem for p in state.glob("*.json")) == ["bot-bottle-live"]
+    assert [p.stem for p in smolmachines._runs().glob("*.json")] == ["bot-bottle-live"]
+    verbs = [c[1:3] for c in smolvm_calls(fake_smolvm) if "bot-bottle-dead" in c]
+    assert verbs[-2:] == [["stop", "--name"], ["delete", "--name"]]
