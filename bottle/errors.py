@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from cache.errors import UserError
 
-class BottleError(Exception):
+
+class BottleError(UserError):
     """A failure the user can cause or fix (bad input, missing tool, registry down).
 
     `str(err)` is the one line shown to the user; it never holds a secret value.

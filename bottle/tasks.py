@@ -28,6 +28,7 @@ from bottle.tools import docker
 from cache import cache_root
 from cache.checker import XXHChecker
 from cache.digest import ContextDigest
+from cache.errors import UserError
 from cache.store import Store
 
 
@@ -66,7 +67,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except BottleError as err:
+        except UserError as err:
             print(f"bottle: error: {err}", file=sys.stderr, flush=True)
             return TaskFailed(str(err), report=False)
 

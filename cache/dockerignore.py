@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottle.errors import BottleError
+from cache.errors import UserError
 
 _ESCAPE = set(".+()|{}$")
 
@@ -123,7 +123,7 @@ def _compile(text: str, exclusion: bool) -> _Pattern:
         try:
             regex = re.compile(out + "$", re.DOTALL)
         except re.error as err:
-            raise BottleError(f".dockerignore: bad pattern {text!r}: {err}") from None
+            raise UserError(f".dockerignore: bad pattern {text!r}: {err}") from None
     return _Pattern(text, exclusion, kind, regex)
 
 
@@ -140,7 +140,7 @@ class Matcher:
             exclusion = p.startswith("!")
             if exclusion:
                 if len(p) == 1:
-                    raise BottleError('.dockerignore: illegal exclusion pattern "!"')
+                    raise UserError('.dockerignore: illegal exclusion pattern "!"')
                 p = p[1:]
             self.patterns.append(_compile(p, exclusion))
         self.has_exclusions = any(p.exclusion for p in self.patterns)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import bottle, docker_calls, spawn
+from tests.helpers import bottle, docker_calls, spawn
 
 
 def bottles() -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import busybox_context
-from tests.integration.helpers import bottle, docker_calls, smolvm_calls, spawn
+from tests.helpers import bottle, docker_calls, smolvm_calls, spawn
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from bottle.tools import docker, skopeo
 from bottle.tools.registry import RegistryHandle, ephemeral_registry
 from tests.conftest import busybox_context
-from tests.integration.helpers import bottle, docker_calls
+from tests.helpers import bottle, docker_calls
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from bottle.tools import smolvm
 from tests import smolvm_parser
-from tests.integration.helpers import bottle, smolvm_calls
+from tests.helpers import bottle, smolvm_calls
 
 PARSERS = smolvm_parser.parsers()
 

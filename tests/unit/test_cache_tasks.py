@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from cache.store import Store
-from tests.integration.helpers import bottle
+from tests.helpers import bottle
 
 
 def fill(root: Path) -> Store:

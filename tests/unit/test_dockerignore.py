@@ -56,9 +56,9 @@ def test_descend_only_where_an_exception_could_match() -> None:
 
 
 def test_bang_alone_is_an_error() -> None:
-    from bottle.errors import BottleError
+    from cache.errors import UserError
 
-    with pytest.raises(BottleError, match="illegal"):
+    with pytest.raises(UserError, match="illegal"):
         Matcher(["!"])
 
 

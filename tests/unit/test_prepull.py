@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bottle import prepull as pp
-from tests.integration.helpers import bottle
+from tests.helpers import bottle
 
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$CALLS"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bottle.backend import smolmachines
 from bottle.tools import smolvm
-from tests.integration.helpers import smolvm_calls
+from tests.helpers import smolvm_calls
 
 
 def _record(name: str, pid: int) -> None:
