@@ -53,7 +53,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="bb-bench-prepull."))
     refs: list[str] = []
     try:
-        with ephemeral_registry() as reg:
+        with ephemeral_registry(tmp=base) as reg:
             for i in range(args.images):
                 ctx = base / f"img{i}"
                 ctx.mkdir()

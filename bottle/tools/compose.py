@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from bottle.errors import BottleError
-from bottle.tools import docker
+from bottle.tools import _proc, docker
 from bottle.tools._argv import opt, repeat
-from bottle.tools._proc import Tool, ToolError
+from bottle.tools._proc import Command, Tool, ToolError
 
 
 class ComposeError(ToolError):
@@ -49,12 +49,12 @@ def config_cmd(
     project_dir: Path | None = None,
     env_file: Path | None = None,
     profiles: Sequence[str] = (),
-) -> Any:
+) -> Command:
     """With no `files`, compose finds them itself (COMPOSE_FILE in `.env`, else compose.yaml)."""
     g = _global(files, project_dir, env_file, profiles)
     if v2:
-        return V2[("compose", *g, "config", "--format", "json")]
-    return V1[(*g, "config")]
+        return V2.cmd("compose", *g, "config", "--format", "json")
+    return V1.cmd(*g, "config")
 
 
 _PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
@@ -82,10 +82,9 @@ def render(
     v2 = has_v2()
     if not v2 and not V1.available():
         raise BottleError(f"no compose found: {V1.hint}")
-    tool = V2 if v2 else V1
     cmd = config_cmd(v2=v2, files=files, project_dir=project_dir, env_file=env_file,
                      profiles=profiles)
-    out = tool.run(cmd, cwd=cwd, timeout=120).stdout
+    out = _proc.run(cmd, cwd=cwd, timeout=120).stdout
     try:
         model = json.loads(out) if v2 else yaml.safe_load(out)
     except (ValueError, yaml.YAMLError) as err:

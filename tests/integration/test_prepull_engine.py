@@ -18,7 +18,7 @@ from tests.helpers import bottle, docker_calls
 
 @pytest.fixture
 def registry_with_two_images(engine: str, tmp_path: Path) -> Iterator[RegistryHandle]:
-    with ephemeral_registry() as reg:
+    with ephemeral_registry(tmp=tmp_path) as reg:
         for name in ("web", "worker"):
             ctx = busybox_context(tmp_path / name, f'LABEL svc="{name}"\n')
             docker.build_image(ctx, f"bb-prepull-{name}:src", iidfile=tmp_path / f"{name}.iid")
@@ -66,7 +66,7 @@ def test_pulls_exactly_the_missing_image(deployment: Path, recording_docker: Pat
     assert first.returncode == 0, first.stderr
     got = {i["image"]: i["status"] for i in json.loads(first.stdout)["images"]}
     assert got == {web: "pulled", worker: "pulled"}  # web once (two services), no debug
-    assert docker.image_id(web) and docker.image_id(worker)
+    assert docker.engine_has_image(web) and docker.engine_has_image(worker)
 
     _rmi(worker)
     recording_docker.write_text("")
