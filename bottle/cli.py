@@ -58,12 +58,30 @@ def run_doit(argv: list[str], *, bin_name: str = "bottle") -> int:
     return int(main.run(argv) or 0)
 
 
-def _empty_values(args: list[str]) -> list[str]:
-    """`--opt ""` as `--opt=` (doit cannot take an empty argument)."""
+def _value_options() -> set[str]:
+    """The options of our tasks that take a value (`--workspace`, `-f`, ...)."""
+    from bottle import tasks
+
+    names: set[str] = set()
+    for name in dir(tasks):
+        if name.startswith("task_"):
+            for p in getattr(tasks, name)().get("params", []):
+                if p.get("type") is not bool:
+                    names.add(f"--{p['long']}")
+                    if p.get("short"):
+                        names.add(f"-{p['short']}")
+    return names
+
+
+def _glue_values(args: list[str]) -> list[str]:
+    """`--opt VALUE` as `--opt=VALUE` where doit would misread VALUE: doit takes any
+    argument with `=` for one of its variables, and cannot take an empty one."""
+    options = _value_options()
     out: list[str] = []
     for a in args:
-        if a == "" and out and out[-1].startswith("--") and "=" not in out[-1]:
-            out[-1] += "="
+        prev = out[-1] if out else ""
+        if (a == "" or ("=" in a and not a.startswith("-"))) and prev in options:
+            out[-1] = f"{prev}={a}" if prev.startswith("--") else f"{prev}{a}"
         else:
             out.append(a)
     return out
@@ -79,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--version"]:
         print(version())
         return 0
-    args = _empty_values(actions.set_agent_args(args))
+    args = _glue_values(actions.set_agent_args(args))
     if any(a == "" for a in args):
         print("bottle: error: an empty argument; give agent arguments after --",
               file=sys.stderr)

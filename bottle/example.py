@@ -16,6 +16,7 @@ from pathlib import Path
 import xxhash
 
 from bottle.errors import BottleError
+from cache.errors import storage_error
 from cache.store import Store
 
 _PT_INTERP = 3
@@ -87,5 +88,7 @@ def example_context(store: Store, source: Path | None = None) -> Path:
     except OSError as err:
         shutil.rmtree(work, ignore_errors=True)
         if not target.is_dir():
-            raise BottleError(f"cannot prepare the example agent context: {err}") from None
+            mapped = storage_error(err, target.parent)
+            raise mapped or BottleError(
+                f"cannot prepare the example agent context: {err}") from None
     return target

@@ -41,7 +41,7 @@ def choose(name: str, store: Store) -> Backend:
     return registry["docker"]
 
 
-def spec_of(cfg: Config, store: Store) -> BottleSpec:
+def spec_of(cfg: Config, store: Store, *, tty: bool = False) -> BottleSpec:
     """The bottle a config asks for, checked before anything starts."""
     profile = PROFILES[cfg.agent]
     workspace = cfg.workspace or cwd()
@@ -60,7 +60,8 @@ def spec_of(cfg: Config, store: Store) -> BottleSpec:
         raise BottleError(f"{clash[0]} is both in env and in secrets")
     return BottleSpec(
         launch_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
-        command=cfg.command or profile.command, workspace=workspace.resolve(), user=cfg.user,
+        command=cfg.command or profile.command, workspace=workspace.resolve(),
+        agent_args=tuple(cfg.agent_args), tty=tty, user=cfg.user,
         network=cfg.network or profile.network,
         egress=tuple(profile.egress if cfg.egress is None else cfg.egress),
         egress_network=cfg.egress_network, env=dict(cfg.env), secrets=secrets,
@@ -80,8 +81,8 @@ def sweep(store: Store, only: Backend | None = None) -> list[str]:
 
 def launch(cfg: Config, store: Store) -> int:
     backend = choose(cfg.backend, store)
-    spec = spec_of(cfg, store)
     tty = cfg.tty if cfg.tty is not None else sys.stdin.isatty() and sys.stdout.isatty()
+    spec = spec_of(cfg, store, tty=tty)
     for name in sweep(store, backend):
         say(f"launch: removed {name}, left by a launch that was killed")
     prepared = backend.prepare(cfg, store)

@@ -12,6 +12,7 @@ on a second write in the same tick).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -139,10 +140,11 @@ def context_digest(
                _describe_changes(old, old_files, new_files, df_hash, build_args, target,
                                  dockerfile_rel=rel_df))
     if index_path is not None and (old.get("digest") != digest or hashed):
-        write_atomic(index_path, json.dumps({
-            "version": _VERSION, "digest": digest, "dockerfile": df_hash,
-            "args": dict(build_args or {}), "target": target, "files": new_files,
-        }).encode())
+        with contextlib.suppress(OSError):  # the index only saves work: a full or
+            write_atomic(index_path, json.dumps({  # read-only cache just rehashes
+                "version": _VERSION, "digest": digest, "dockerfile": df_hash,
+                "args": dict(build_args or {}), "target": target, "files": new_files,
+            }).encode())
     return ContextDigest(digest, len(new_files), total, hashed, changed)
 
 

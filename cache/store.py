@@ -149,12 +149,18 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str, *, what: str) -> Iterator[None]:
-        """Hold the lock `name` (tell `on_wait` when another process has it)."""
-        try:
-            with locked(self.lock_path(name), on_wait=lambda: self._on_wait(what)):
-                yield
-        except OSError as err:
-            raise self._storage(err, self.area("locks")) from None
+        """Hold the lock `name` (tell `on_wait` when another process has it). In a
+        read-only cache nothing can be written, so nothing needs a lock: say so, go on."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(locked(self.lock_path(name),
+                                           on_wait=lambda: self._on_wait(what)))
+            except OSError as err:
+                mapped = self._storage(err, self.area("locks"))
+                if not (isinstance(mapped, StorageError) and mapped.read_only):
+                    raise mapped from None
+                self._on_problem(f"{mapped}; going on without a lock")
+            yield
 
     def _storage(self, err: OSError, where: Path) -> OSError | StorageError:
         mapped = storage_error(err, where)

@@ -28,6 +28,20 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+def _our_temp_dirs() -> set[str]:
+    tmp = Path(tempfile.gettempdir())
+    return {p.name for p in tmp.iterdir() if p.name.startswith(("bot-bottle", "bb-"))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_temp_dirs_left() -> Iterator[None]:
+    """A test run leaves no temp dir of ours behind (it fails, naming them)."""
+    before = _our_temp_dirs()
+    yield
+    left = sorted(_our_temp_dirs() - before)
+    assert not left, f"the tests left these in {tempfile.gettempdir()}: {left}"
+
+
 def _engine_answers(env: dict[str, str]) -> bool:
     if not shutil.which("docker"):
         return False
@@ -60,11 +74,31 @@ def _start_dockerd() -> tuple[subprocess.Popen[bytes], str, Path] | None:
     return None
 
 
+def _engine_objects(host: str) -> dict[str, set[str]]:
+    env = {**os.environ, "DOCKER_HOST": host}
+    out: dict[str, set[str]] = {}
+    for kind, argv in (("containers", ["ps", "-aq", "--no-trunc"]),
+                       ("images", ["images", "-aq", "--no-trunc"]),
+                       ("networks", ["network", "ls", "-q", "--no-trunc"])):
+        r = subprocess.run(["docker", *argv], env=env, capture_output=True, text=True,
+                           timeout=60)
+        out[kind] = set(r.stdout.split())
+    return out
+
+
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
-    """A DOCKER_HOST that answers; starts a private dockerd when none is running."""
+    """A DOCKER_HOST that answers; starts a private dockerd when none is running.
+
+    On the user's own engine, the session ends with a check: every container, image and
+    network the tests made is gone (else the run fails, naming them)."""
     if _engine_answers(dict(os.environ)):
-        yield os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        before = _engine_objects(host)
+        yield host
+        after = _engine_objects(host)
+        left = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
+        assert not left, f"the tests left these on the engine: {left}"
         return
     started = _start_dockerd()
     if started is None:
@@ -85,9 +119,33 @@ def docker_host() -> Iterator[str]:
 
 
 @pytest.fixture
-def engine(docker_host: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def engine(docker_host: str, monkeypatch: pytest.MonkeyPatch,
+           _private_cache: Path) -> Iterator[str]:
+    """The engine, for one test. Afterwards the images its private cache built are
+    removed, and any bottle (container or network) left behind fails the test."""
     monkeypatch.setenv("DOCKER_HOST", docker_host)
-    return docker_host
+    yield docker_host
+    env = {**os.environ, "DOCKER_HOST": docker_host}
+
+    def ids(*argv: str) -> list[str]:
+        r = subprocess.run(["docker", *argv], env=env, capture_output=True, text=True,
+                           timeout=60)
+        return r.stdout.split()
+
+    from bottle.image import cache_label
+    from cache.store import Store
+
+    (label,) = (f"{k}={v}" for k, v in cache_label(Store(_private_cache)).items())
+    containers = ids("ps", "-aq", "--filter", f"label={label}")
+    networks = ids("network", "ls", "-q", "--filter", f"label={label}")
+    subprocess.run(["docker", "rm", "-f", *containers], env=env, capture_output=True)
+    subprocess.run(["docker", "network", "rm", *networks], env=env, capture_output=True)
+    for image in ids("images", "-q", "--filter", f"label={label}"):
+        subprocess.run(["docker", "rmi", "-f", image], env=env, capture_output=True)
+    subprocess.run(["docker", "image", "prune", "-f", "--filter", f"label={label}"], env=env,
+                   capture_output=True)
+    assert not containers and not networks, (
+        f"bottles left behind: containers {containers}, networks {networks}")
 
 
 def static_busybox() -> Path:
@@ -126,6 +184,23 @@ def fake_smolvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def slow_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `docker` first on PATH that logs each call and can stall at a chosen step
+    ($SLOW_STEP: the call's first word) after touching $SLOW_MARK. Returns the mark."""
+    real = shutil.which("docker")
+    assert real, "docker CLI not on PATH"
+    bin_dir = tmp_path / "slow-docker-bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").symlink_to(FAKES / "slow-docker")
+    (tmp_path / "docker-calls.log").touch()
+    monkeypatch.setenv("REAL_DOCKER", real)
+    monkeypatch.setenv("DOCKER_CALLS", str(tmp_path / "docker-calls.log"))
+    monkeypatch.setenv("SLOW_MARK", str(tmp_path / "slow-mark"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "slow-mark"
+
+
+@pytest.fixture
 def recording_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A `docker` first on PATH that logs each call, then runs the real one."""
     real = shutil.which("docker")
@@ -158,5 +233,5 @@ def workspace(tmp_path: Path, engine: str) -> Path:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "integration" in item.nodeid.split("/"):
+        if {"integration", "adversarial"} & set(item.nodeid.split("/")):
             item.add_marker(pytest.mark.engine)

@@ -36,6 +36,8 @@ class BottleSpec:
     launch_id: str
     command: str
     workspace: Path
+    agent_args: tuple[str, ...] = ()
+    tty: bool = False
     user: str = DEFAULT_USER
     network: str = "none"
     egress: tuple[str, ...] = ()
@@ -185,9 +187,14 @@ def launcher_dead(token: str | None) -> bool:
     return not pid_alive(int(pid)) or (bool(started) and _start_time(int(pid)) != started)
 
 
-def labels(spec: BottleSpec, role: str) -> dict[str, str]:
+def labels(spec: BottleSpec, role: str, store: Store) -> dict[str, str]:
+    """What marks a bottle's container or network: ours, which launch, who launched it
+    (for the sweep), and which cache root (so a cache's owner can find its own)."""
+    from bottle.image import cache_label
+
     return {LABEL: "1", f"{LABEL}.launch": spec.launch_id, f"{LABEL}.role": role,
-            f"{LABEL}.owner": owner_token(), f"{LABEL}.host": os.uname().nodename}
+            f"{LABEL}.owner": owner_token(), f"{LABEL}.host": os.uname().nodename,
+            **cache_label(store)}
 
 
 def shell(cmd: str | Sequence[str]) -> list[str]:

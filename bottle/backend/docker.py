@@ -8,6 +8,7 @@ image, user, uid and gid), the way the devcontainers CLI's updateRemoteUserUID d
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import uuid
@@ -53,8 +54,10 @@ chown "$uid:$gid" /workspace
 
 
 class DockerBottle:
-    """A bottle whose agent is the container's main process. `exec` works while the
-    agent runs; `close` removes the container (and whatever else start made)."""
+    """A bottle whose agent is the container's main process: `docker create` (which
+    checks every option and labels the container before anything runs), then
+    `docker start --attach`. `exec` works while the agent runs; `close` removes the
+    container (and whatever else start made)."""
 
     def __init__(self, container: str, teardown: Teardown, *, image_id: str = "",
                  run: RunSpec | None = None, agent_command: str = "claude",
@@ -65,17 +68,38 @@ class DockerBottle:
         self._run = run or RunSpec(name=container)
         self.agent_command = agent_command
         self._env = env or {}
+        self._created: tuple[tuple[str, ...], bool] | None = None
         self.left: list[str] = []
 
-    def _cmd(self, extra: Sequence[str], tty: bool) -> _proc.Command:
-        spec = RunSpec(**{**vars(self._run), "interactive": tty, "tty": tty})
-        return docker_mod.run_cmd(self.image_id or "IMAGE", [self.agent_command, *extra], spec)
+    def _create(self, extra: Sequence[str], tty: bool) -> _proc.Command:
+        spec = dataclasses.replace(self._run, interactive=tty, tty=tty)
+        return docker_mod.create_cmd(self.image_id or "IMAGE",
+                                     [self.agent_command, *extra], spec)
 
     def agent_argv(self, extra: Sequence[str], *, tty: bool) -> list[str]:
-        return self._cmd(extra, tty).argv
+        return self._create(extra, tty).argv
+
+    def create(self, extra: Sequence[str], *, tty: bool) -> None:
+        """Create the container for this agent command line (once)."""
+        if self._created == (tuple(extra), tty):
+            return
+        if self._created is not None:
+            docker_mod.rm_f(self.container)
+        _proc.run(self._create(extra, tty), env=self._env, secrets=self._env.values())
+        self._created = (tuple(extra), tty)
 
     def run_agent(self, extra: Sequence[str], *, tty: bool) -> int:
-        return _proc.run_attached(self._cmd(extra, tty), env=self._env)
+        self.create(extra, tty=tty)
+        code = _proc.run_attached(
+            docker_mod.start_cmd(self.container, attach=True, interactive=tty))
+        if code != 0:
+            # A container that never ran failed in docker, not in the agent.
+            state = docker_mod.container_state(self.container)
+            if state is not None and state.get("Status") == "created":
+                raise docker_mod.DockerError(
+                    ["docker", "start", self.container], code,
+                    reason=str(state.get("Error") or "the container did not start"))
+        return code
 
     def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> Result:
         return _proc.run(docker_mod.exec_cmd(self.container, shell(cmd), user=user),
@@ -109,7 +133,10 @@ def _user_image(base_id: str, user: str, uid: int, gid: int, store: Store) -> st
                     labels={LABEL_USER_OF: base_id, **image.cache_label(store)},
                 )
             except docker_mod.DockerError as err:
-                raise BottleError(f"cannot run the agent as {user}: {err.reason}") from None
+                ours = [ln.strip() for ln in (err.stdout + err.stderr).splitlines()
+                        if ln.strip().startswith("bot-bottle: ")]
+                why = ours[-1].removeprefix("bot-bottle: ") if ours else err.reason
+                raise BottleError(f"cannot run the agent as {user}: {why}") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
         store.put_ref("user-image", key, {"image_id": image_id, "base": base_id})
@@ -147,15 +174,21 @@ class DockerBackend:
         teardown = Teardown(f"bottle {spec.name}")
         network = _network(spec)
         run = RunSpec(
-            name=spec.name, labels=labels(spec, "agent"), remove=True, init=True,
+            name=spec.name, labels=labels(spec, "agent", store), remove=True, init=True,
             env_names=[*spec.env, *spec.secrets], network=network, user=spec.user,
             mounts=[Mount(spec.workspace.resolve(), WORKSPACE)], workdir=WORKSPACE,
             cap_drop=["ALL"], security_opt=["no-new-privileges"],
             pids_limit=spec.pids_limit, cpus=spec.cpus, memory=spec.memory,
         )
         teardown.add(f"container {spec.name}", lambda: docker_mod.rm_f(spec.name))
-        return DockerBottle(spec.name, teardown, image_id=run_image, run=run,
-                            agent_command=spec.command, env={**spec.env, **spec.secrets})
+        bottle = DockerBottle(spec.name, teardown, image_id=run_image, run=run,
+                              agent_command=spec.command, env={**spec.env, **spec.secrets})
+        try:
+            bottle.create(spec.agent_args, tty=spec.tty)
+        except BaseException:
+            bottle.close()
+            raise
+        return bottle
 
     def sweep(self, store: Store) -> list[str]:
         """Remove bottles (and their networks) whose launching process is provably gone."""
@@ -176,4 +209,6 @@ def _network(spec: BottleSpec) -> str:
     if spec.network == "host":
         progress.say("launch: warning: network = host gives the agent this host's whole "
                      "network, with no isolation")
+    elif spec.network != "none" and not docker_mod.network_exists(spec.network):
+        raise BottleError(f"network {spec.network} not found (docker network ls lists them)")
     return spec.network

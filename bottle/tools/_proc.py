@@ -276,10 +276,15 @@ def _running(proc: subprocess.Popen[Any], group: bool) -> bool:
     return True
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def _text(data: bytes | str | None) -> str:
+    """Captured output as text, without terminal colour codes."""
     if data is None:
         return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    return _ANSI.sub("", text)
 
 
 def _tee(proc: subprocess.Popen[Any], timeout: float | None) -> bytes:

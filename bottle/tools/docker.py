@@ -109,7 +109,7 @@ def build_cmd(
     network: str | None = None,
 ) -> Command:
     return TOOL.cmd(
-        "build", *eq("--tag", tag), *eq("--file", dockerfile),
+        "build", "--force-rm", *eq("--tag", tag), *eq("--file", dockerfile),
         *pairs_eq("--build-arg", build_args or {}),
         *eq("--target", target), *eq("--iidfile", iidfile),
         *pairs_eq("--label", labels or {}),
@@ -133,13 +133,12 @@ def pull_cmd(ref: str) -> Command:
     return TOOL.cmd("pull", "--quiet", "--", positional(ref, "image"))
 
 
-def run_cmd(image: str, command: Sequence[str], spec: RunSpec) -> Command:
+def _container(verb: str, image: str, command: Sequence[str], spec: RunSpec) -> Command:
     s = spec
     return TOOL.cmd(
-        "run", *flag("--detach", s.detach), *flag("--rm", s.remove),
+        verb, *flag("--detach", s.detach), *flag("--rm", s.remove),
         *flag("--interactive", s.interactive), *flag("--tty", s.tty), *flag("--init", s.init),
-        *eq("--name", s.name),
-        *pairs_eq("--label", s.labels),
+        *eq("--name", s.name), *pairs_eq("--label", s.labels),
         *repeat_eq("--env", s.env_names), *eq("--network", s.network),
         *repeat_eq("--network-alias", s.network_aliases), *eq("--user", s.user),
         *repeat_eq("--mount", [m.spec() for m in s.mounts]),
@@ -151,6 +150,21 @@ def run_cmd(image: str, command: Sequence[str], spec: RunSpec) -> Command:
         *repeat_eq("--dns", s.dns),
         "--", positional(image, "image"), *command,
     )
+
+
+def run_cmd(image: str, command: Sequence[str], spec: RunSpec) -> Command:
+    return _container("run", image, command, spec)
+
+
+def create_cmd(image: str, command: Sequence[str], spec: RunSpec) -> Command:
+    """`docker create`: every option is checked (network, user, mounts) before anything
+    runs, and the container exists, labelled, before its process starts."""
+    return _container("create", image, command, spec)
+
+
+def start_cmd(container: str, *, attach: bool = False, interactive: bool = False) -> Command:
+    return TOOL.cmd("start", *flag("--attach", attach), *flag("--interactive", interactive),
+                    "--", positional(container, "container"))
 
 
 def exec_cmd(
@@ -331,28 +345,56 @@ def _engine_connection(timeout: float) -> http.client.HTTPConnection | None:
     return None
 
 
-def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
-    """The engine's inspect JSON for `ref` (id or name), None when it has no such image;
-    asked over the engine's API without running `docker`, falling back to the CLI where
-    the engine is not plain HTTP (TLS, ssh:// or a docker context)."""
+def _engine_get(path: str, what: list[str], timeout: float) -> dict[str, Any] | None:
+    """GET `path` from the engine's API: its JSON, None on 404. `what` is the CLI
+    equivalent, for errors. Raises when there is no plain-HTTP way to the engine."""
     conn = _engine_connection(timeout)
     if conn is None:
-        return inspect_image(ref)
+        raise LookupError("no direct way to the engine")
     try:
-        conn.request("GET", f"/images/{urllib.parse.quote(ref, safe='')}/json")
+        conn.request("GET", path)
         response = conn.getresponse()
         body = response.read()
     except OSError as err:
-        raise DockerError(["docker", "image", "inspect", ref], 1,
-                          reason=f"cannot reach the Docker engine: {err}") from None
+        raise DockerError(what, 1, reason=f"cannot reach the Docker engine: {err}") from None
     finally:
         conn.close()
     if response.status == 404:
         return None
     if response.status != 200:
-        raise DockerError(["docker", "image", "inspect", ref], 1,
-                          reason=f"engine answered {response.status}: {body[:200]!r}")
+        raise DockerError(what, 1, reason=f"engine answered {response.status}: {body[:200]!r}")
     data: dict[str, Any] = json.loads(body)
+    return data
+
+
+def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The engine's inspect JSON for `ref` (id or name), None when it has no such image;
+    asked over the engine's API without running `docker`, falling back to the CLI where
+    the engine is not plain HTTP (TLS, ssh:// or a docker context)."""
+    try:
+        return _engine_get(f"/images/{urllib.parse.quote(ref, safe='')}/json",
+                           ["docker", "image", "inspect", ref], timeout)
+    except LookupError:
+        return inspect_image(ref)
+
+
+def network_exists(name: str, *, timeout: float = 5.0) -> bool:
+    try:
+        return _engine_get(f"/networks/{urllib.parse.quote(name, safe='')}",
+                           ["docker", "network", "inspect", name], timeout) is not None
+    except LookupError:
+        r = _proc.run(TOOL.cmd("network", "inspect", "--", positional(name, "network")),
+                      check=False)
+        return r.returncode == 0
+
+
+def container_state(name: str) -> dict[str, Any] | None:
+    """The container's State (Status, Error, ExitCode...), None when it is gone."""
+    r = _proc.run(TOOL.cmd("container", "inspect", "--format={{json .State}}", "--",
+                           positional(name, "container")), check=False)
+    if r.returncode != 0:
+        return None
+    data: dict[str, Any] = json.loads(r.stdout)
     return data
 
 

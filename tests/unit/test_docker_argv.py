@@ -18,9 +18,9 @@ def test_build() -> None:
     assert docker.build_cmd(Path("/ctx"), tag="a:1", dockerfile=Path("/ctx/D"),
                             build_args={"V": "2", "W": "x y"}, target="final",
                             iidfile=Path("/t/iid"), labels={"l": "1"}).argv == [
-        "docker", "build", "--tag=a:1", "--file=/ctx/D", "--build-arg=V=2",
+        "docker", "build", "--force-rm", "--tag=a:1", "--file=/ctx/D", "--build-arg=V=2",
         "--build-arg=W=x y", "--target=final", "--iidfile=/t/iid", "--label=l=1", "--", "/ctx"]
-    assert docker.build_cmd(Path("/ctx")).argv == ["docker", "build", "--", "/ctx"]
+    assert docker.build_cmd(Path("/ctx")).argv == ["docker", "build", "--force-rm", "--", "/ctx"]
     assert docker.build_cmd(Path("-weird")).argv[-2:] == ["--", "-weird"]
 
 
