@@ -28,6 +28,8 @@ from cache.store import Store, check_root
 
 # Everything after `--` on the command line, verbatim (doit would eat NAME=VALUE items).
 AGENT_ARGS: list[str] | None = None
+# True while `info` asks whether tasks would run: look, change nothing.
+DRY = False
 
 
 def set_agent_args(argv: list[str]) -> list[str]:
@@ -79,12 +81,22 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def load_config(options: dict[str, Any] | None = None) -> config_mod.Config:
+    """The config for this run; says which file it came from when that is not here."""
+    cfg = config_mod.load(options)
+    if cfg.config_file and cfg.project_root != config_mod.cwd():
+        _say_once(f"config: {cfg.config_file}")
+    return cfg
+
+
+@functools.cache
+def _say_once(line: str) -> None:
+    say(line)
+
+
 @functools.cache
 def base_config() -> config_mod.Config:
-    cfg = config_mod.load()
-    if cfg.config_file and cfg.project_root != config_mod.cwd():
-        say(f"config: {cfg.config_file}")
-    return cfg
+    return load_config()
 
 
 @functools.cache
@@ -92,7 +104,7 @@ def _context() -> tuple[image.BuildInputs, ContextDigest]:
     """The build inputs and their digest: computed once per run, shared by the uptodate
     check and the action (a second walk would find nothing changed and lose the why)."""
     inputs = image.build_inputs(base_config(), store())
-    return inputs, image.digest_context(inputs, store())
+    return inputs, image.digest_context(inputs, store(), dry=DRY)
 
 
 # --- build and pack -------------------------------------------------------------------
@@ -138,7 +150,7 @@ def launch(agent_args: list[str], **options: Any) -> None:
     from bottle.launch import launch as run
 
     args = AGENT_ARGS if AGENT_ARGS is not None else agent_args
-    cfg = config_mod.load({**options, "agent_args": args or None})
+    cfg = load_config({**options, "agent_args": args or None})
     code = run(cfg, store())
     if code:
         raise SystemExit(code)  # the agent's exit code is the launch's
@@ -161,7 +173,7 @@ def sweep() -> None:
 def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
     from bottle import prepull as pp
 
-    cfg = config_mod.load(options)
+    cfg = load_config(options)
     started = time.monotonic()
     wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
                         project_dir=cfg.project_dir, profiles=cfg.profiles,

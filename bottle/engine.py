@@ -172,6 +172,9 @@ class BottleInfo(Info):  # type: ignore[misc]
         if task is None:
             self.outstream.write(f"{self.bin_name}: no task {pos_args[0]!r}\n")
             return 2
+        from bottle import actions
+
+        actions.DRY = True  # look, change nothing
         status = self.dep_manager.get_status(task, tasks, get_log=True)
         lookups = [u for u, _a, _k in task.uptodate if isinstance(u, Lookup)]
         why = "; ".join(lk.line for lk in lookups)

@@ -118,11 +118,13 @@ def build_inputs(cfg: Config, store: Store) -> BuildInputs:
                        cfg.target)
 
 
-def digest_context(inputs: BuildInputs, store: Store) -> ContextDigest:
+def digest_context(inputs: BuildInputs, store: Store, *, dry: bool = False) -> ContextDigest:
+    """The context digest and what changed since the last run that used it. `dry` (for
+    `info`) leaves the index as it was, so the next run still tells what changed."""
     ident = f"{inputs.context.resolve()}\0{inputs.dockerfile.resolve()}"
     index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident.encode())}.json"
     return context_digest(inputs.context, inputs.dockerfile, build_args=inputs.build_args,
-                          target=inputs.target, index_path=index)
+                          target=inputs.target, index_path=index, write_index=not dry)
 
 
 def _familiar(tag: str) -> str:

@@ -98,8 +98,10 @@ def context_digest(
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
     index_path: Path | None = None,
+    write_index: bool = True,
 ) -> ContextDigest:
-    """Digest of one build's inputs. With `index_path`, unchanged files are not re-read."""
+    """Digest of one build's inputs. With `index_path`, unchanged files are not re-read
+    (and, unless `write_index` is false, the index is brought up to date)."""
     context = context.resolve()
     dockerfile = dockerfile.resolve()
     started = time.time_ns()
@@ -139,7 +141,7 @@ def context_digest(
     changed = ([] if old.get("digest") == digest else
                _describe_changes(old, old_files, new_files, df_hash, build_args, target,
                                  dockerfile_rel=rel_df))
-    if index_path is not None and (old.get("digest") != digest or hashed):
+    if write_index and index_path is not None and (old.get("digest") != digest or hashed):
         with contextlib.suppress(OSError):  # the index only saves work: a full or
             write_atomic(index_path, json.dumps({  # read-only cache just rehashes
                 "version": _VERSION, "digest": digest, "dockerfile": df_hash,

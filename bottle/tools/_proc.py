@@ -91,25 +91,28 @@ _HINTS = re.compile(
     r"^(run '.*--help' for more information|see '.*--help'\.?|usage:.*|"
     r"for more details see .*|\s*\^+\s*)$", re.IGNORECASE,
 )
-_ERRORISH = re.compile(r"(^|\W)(error|fatal|failed|denied|not found|no such|invalid|unable)",
-                       re.IGNORECASE)
+_ERRORISH = re.compile(r"error|fatal|failed|denied|not found|no such|invalid|unable|"
+                       r"could not|cannot", re.IGNORECASE)
 _MAX_CAUSE = 400
 
 
 def cause(*texts: str) -> str:
     """The line (or short block) of a tool's output that says what went wrong.
 
-    Usage hints are skipped; the last paragraph holding an error-ish line is kept,
-    joined into one line (a YAML error's "in file, line N" stays with its message)."""
+    Usage hints are skipped; of a short message, everything from its first error line,
+    joined into one line (a YAML error's "in file, line N" stays with it); of a long
+    log, the last error line and the few lines after it."""
     for text in texts:
         lines = [ln.strip() for ln in text.strip().splitlines()]
         lines = [ln for ln in lines if ln and not _HINTS.match(ln)]
         if not lines:
             continue
         hits = [i for i, ln in enumerate(lines) if _ERRORISH.search(ln)]
-        start = hits[-1] if hits else len(lines) - 1
-        # The error line and the few lines after it that explain it ("in file, line N").
-        block = lines[start:start + 4]
+        if len(lines) <= 6:  # a short message: from its first error line to its end
+            block = lines[hits[0] if hits else 0:]
+        else:  # a long log: the last error line and the few after it that explain it
+            start = hits[-1] if hits else len(lines) - 1
+            block = lines[start:start + 4]
         one = " ".join(block)
         return one if len(one) <= _MAX_CAUSE else one[: _MAX_CAUSE - 3] + "..."
     return ""

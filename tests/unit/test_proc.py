@@ -136,7 +136,13 @@ def test_children_run_in_their_own_session(bin_dir: Path) -> None:
      '  in "./stack.yaml", line 5, column 1\n',
      'ERROR: yaml.scanner.ScannerError: while scanning a simple key in "./stack.yaml", '
      "line 4, column 1 could not find expected ':' in \"./stack.yaml\", line 5, column 1"),
-    ("step 1\nstep 2\nsomething odd happened\n", "something odd happened"),
+    ("step 1\nstep 2\nsomething odd happened\n", "step 1 step 2 something odd happened"),
+    ("".join(f"Step {i}/9 : RUN x\n" for i in range(9)) + "ERROR: failed to solve\n"
+     "  exit code: 2\n", "ERROR: failed to solve exit code: 2"),
+    ("yaml.scanner.ScannerError: while scanning a simple key\n"
+     '  in "./compose.yml", line 4, column 3\ncould not find expected \':\'\n',
+     'yaml.scanner.ScannerError: while scanning a simple key in "./compose.yml", line 4, '
+     "column 3 could not find expected ':'"),
     ("", ""),
 ])
 def test_the_one_line_carries_the_cause_not_the_usage_hint(stderr: str, expected: str) -> None:

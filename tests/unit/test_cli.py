@@ -1,0 +1,129 @@
+"""`bottle` as a command: our usage, version and help, doit's maintenance commands out of
+the way, and one line (never a traceback) for what a user can get wrong."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers import bottle
+
+TASKS = ("build", "cache_gc", "cache_list", "cache_verify", "launch", "pack", "prepull",
+         "sweep")
+
+
+def test_no_arguments_prints_usage_and_runs_nothing(tmp_path: Path, _private_cache: Path) -> None:
+    r = bottle(cwd=tmp_path, env={"PATH": str(tmp_path)})  # no docker: nothing may run
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("bot-bottle ") and "usage: bottle TASK" in r.stdout
+    for task in TASKS:
+        assert f"  {task} " in r.stdout
+    assert "Config keys" in r.stdout and "  backend " in r.stdout
+    assert not _private_cache.exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["help"]])
+def test_help_is_ours(args: list[str], tmp_path: Path) -> None:
+    r = bottle(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "usage: bottle TASK" in r.stdout and "doit --" not in r.stdout
+
+
+def test_version_is_ours(tmp_path: Path) -> None:
+    r = bottle("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("bot-bottle 0.1.0 (doit ")
+
+
+@pytest.mark.parametrize("command", ["clean", "forget", "dumpdb", "ignore", "reset-dep",
+                                     "strace", "auto"])
+def test_doit_maintenance_commands_are_hidden_not_tracebacks(command: str,
+                                                            tmp_path: Path) -> None:
+    r = bottle(command, cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert f'"{command}"' in r.stderr or command in r.stderr
+
+
+def test_list_shows_our_tasks_and_writes_nothing(tmp_path: Path, _private_cache: Path) -> None:
+    r = bottle("list", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()] == list(TASKS)
+    assert not _private_cache.exists()
+
+
+def test_importing_the_tasks_touches_no_file(tmp_path: Path) -> None:
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); import bottle.tasks, dodo; "
+            "print(sorted(os.listdir(sys.argv[2])))")
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "BOTTLE_CACHE_DIR": str(tmp_path / "cache"),
+                            "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_task_help_says_each_key_and_default_once(tmp_path: Path) -> None:
+    r = bottle("help", "launch", cwd=tmp_path)
+    assert r.returncode == 0
+    backend = next(line for line in r.stdout.splitlines() if "--backend" in line)
+    assert backend.count("backend") == 2  # the option and its config key, once
+    assert "[config: backend; default: docker]" in backend and "(config:" not in r.stdout
+    r = bottle("help", "prepull", cwd=tmp_path)
+    json_line = next(line for line in r.stdout.splitlines() if "--json" in line)
+    assert "config" not in json_line  # an output format, not a config key
+
+
+def test_both_console_scripts_are_declared() -> None:
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"bottle": "bottle.cli:main", "bot-bottle": "bottle.cli:main"}
+
+
+def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = (f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); "
+            "sys.argv = ['bottle', 'build']; from bottle.cli import main; sys.exit(main())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "working directory no longer exists" in r.stderr
+
+
+def test_a_damaged_task_state_database_is_set_aside(tmp_path: Path,
+                                                    _private_cache: Path) -> None:
+    from bottle.engine import dep_file
+
+    db = Path(dep_file(_private_cache, tmp_path))
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not a sqlite database" * 100)
+    r = bottle("cache_list", cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "is unreadable" in r.stderr and "starting afresh" in r.stderr
+    assert db.with_suffix(".damaged").exists()
+
+
+def test_task_state_survives_in_a_fresh_database(tmp_path: Path, _private_cache: Path) -> None:
+    from bottle.engine import dep_file
+
+    assert bottle("cache_list", cwd=tmp_path).returncode == 0
+    db = Path(dep_file(_private_cache, tmp_path))
+    assert db.exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*) from doit").fetchone()[0] >= 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["launch", "--backend", "podman"], "backend = 'podman': expected one of"),
+    (["prepull", "--jobs", "0"], "jobs = 0: expected a number from 1"),
+    (["launch", "x", ""], "an empty argument"),
+])
+def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    r = bottle(*args, cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert message in r.stderr
