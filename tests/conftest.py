@@ -30,7 +30,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _our_temp_dirs() -> set[str]:
     tmp = Path(tempfile.gettempdir())
-    return {p.name for p in tmp.iterdir() if p.name.startswith(("bot-bottle", "bb-"))}
+    return {p.name for p in tmp.iterdir() if p.name.startswith("bot-bottle")}
 
 
 @pytest.fixture(scope="session", autouse=True)
