@@ -7,6 +7,7 @@ cache root and renamed into place, so a build never sees half of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -70,6 +71,8 @@ def example_context(store: Store, source: Path | None = None) -> Path:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     target = store.area("example-agent") / h.hexdigest()
     if target.is_dir():
+        with contextlib.suppress(OSError):
+            os.utime(target)  # in use: gc keeps it
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Assembled in the store's tmp area (swept if we are killed), then renamed in.

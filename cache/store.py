@@ -385,8 +385,16 @@ class Store:
         return removed
 
     def _gc_records(self, cutoff: float) -> list[Removed]:
-        """Records (and doit databases) not used since `cutoff`; all can be recomputed."""
+        """Records, doit databases and assembled build contexts not used since `cutoff`;
+        all can be recomputed."""
         removed = []
+        contexts = self.area("example-agent")
+        for d in sorted(contexts.iterdir()) if contexts.is_dir() else []:
+            with contextlib.suppress(OSError):
+                if d.is_dir() and d.stat().st_mtime < cutoff:
+                    size = _du(d)
+                    shutil.rmtree(d)
+                    removed.append(Removed("example-agent", d.name, size))
         for area in (*_RECORD_AREAS, "doit"):
             base = self.area(area)
             for p in sorted(base.rglob("*")) if base.is_dir() else []:

@@ -292,6 +292,10 @@ def test_killed_writers_temp_files_are_swept_from_every_area(tmp_path: Path) -> 
 def test_gc_covers_every_record_area(tmp_path: Path) -> None:
     store = Store(tmp_path)
     old = time.time() - 90 * 86400
+    old_context = store.area("example-agent") / "0123"
+    old_context.mkdir(parents=True)
+    (old_context / "Dockerfile").write_text("FROM scratch\n")
+    os.utime(old_context, (time.time() - 90 * 86400,) * 2)
     paths = [store.area("index") / "a.json", store.area("prepull") / "b.json",
              store.area("logs") / "c.log", store.area("doit") / "d.sqlite3",
              store.area("refs") / "context" / "e.json"]
@@ -302,8 +306,9 @@ def test_gc_covers_every_record_area(tmp_path: Path) -> None:
     fresh = store.area("index") / "fresh.json"
     fresh.write_text("{}")
     removed = store.gc(max_age_seconds=30 * 86400)
-    assert {r.area for r in removed} == {"index", "prepull", "logs", "doit", "refs"}
-    assert not any(p.exists() for p in paths) and fresh.exists()
+    assert {r.area for r in removed} == {"index", "prepull", "logs", "doit", "refs",
+                                         "example-agent"}
+    assert not any(p.exists() for p in paths) and fresh.exists() and not old_context.exists()
 
 
 def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
