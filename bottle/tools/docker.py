@@ -137,6 +137,65 @@ def network_rm_cmd(name: str) -> Any:
     return TOOL["network", "rm", name]
 
 
+def import_cmd(source: Path, tag: str | None = None, *, changes: Sequence[str] = ()) -> Any:
+    """`docker import`: a rootfs tarball becomes an image (prints its id)."""
+    return TOOL[("import", *repeat("--change", changes), str(source), *([tag] if tag else []))]
+
+
+def bridge_network_create_cmd(
+    name: str,
+    *,
+    internal: bool = False,
+    options: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Any:
+    """A bridge network with driver options (e.g. `com.docker.network.bridge.inhibit_ipv4`)."""
+    return TOOL[("network", "create", "--driver", "bridge", *flag("--internal", internal),
+                 *pairs("--opt", options), *pairs("--label", labels), name)]
+
+
+def network_connect_cmd(network: str, container: str) -> Any:
+    return TOOL["network", "connect", network, container]
+
+
+def network_ls_cmd(*, labels: Mapping[str, str | None]) -> Any:
+    filters = repeat("--filter", (f"label={k}" + (f"={v}" if v else "") for k, v in labels.items()))
+    return TOOL[("network", "ls", "--no-trunc", *filters, "--format", "{{json .}}")]
+
+
+def create_cmd(
+    image: str,
+    command: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    network: str | None = None,
+    user: str | None = None,
+    entrypoint: str | None = None,
+) -> Any:
+    """`docker create`: a container to connect to more networks before `docker start`."""
+    return TOOL[("create", *opt("--name", name), *pairs("--label", labels),
+                 *opt("--network", network), *opt("--user", user),
+                 *opt("--entrypoint", entrypoint), image, *command)]
+
+
+def inspect_cmd(name: str, *, fmt: str = "{{json .}}") -> Any:
+    """`docker inspect` of any object (container, network, image) by name or id."""
+    return TOOL["inspect", "--format", fmt, name]
+
+
+def start_cmd(*containers: str) -> Any:
+    return TOOL[("start", *containers)]
+
+
+def logs_cmd(container: str) -> Any:
+    return TOOL["logs", container]
+
+
+def rmi_cmd(*images: str) -> Any:
+    return TOOL[("rmi", *images)]
+
+
 # --- runners -----------------------------------------------------------------------------
 
 
@@ -210,6 +269,48 @@ def network_create(name: str, *, internal: bool = False) -> None:
 
 def network_rm(name: str) -> None:
     TOOL.run(network_rm_cmd(name), check=False)
+
+
+def import_image(source: Path, tag: str, *, changes: Sequence[str] = (),
+                 progress: bool = False) -> str:
+    """Import a rootfs tarball as `tag`; return the image id (`sha256:...`)."""
+    out = TOOL.run(import_cmd(source, tag, changes=changes), progress=progress).stdout
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("sha256:")]
+    return lines[-1] if lines else image_id(tag)
+
+
+def network_create_bridge(
+    name: str,
+    *,
+    internal: bool = False,
+    options: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    TOOL.run(bridge_network_create_cmd(name, internal=internal, options=options, labels=labels))
+
+
+def network_connect(network: str, container: str) -> None:
+    TOOL.run(network_connect_cmd(network, container))
+
+
+def networks(*, labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    out = TOOL.run(network_ls_cmd(labels=labels)).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def start_containers(*containers: str) -> None:
+    TOOL.run(start_cmd(*containers))
+
+
+def logs(container: str) -> tuple[str, str]:
+    """(stdout, stderr) the container has written so far."""
+    r = TOOL.run(logs_cmd(container))
+    return r.stdout, r.stderr
+
+
+def rmi(*images: str) -> None:
+    if images:
+        TOOL.run(rmi_cmd(*images), check=False)
 
 
 # --- engine API, for the hot path that must not spawn `docker` -------------------------
