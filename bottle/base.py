@@ -6,8 +6,9 @@ ripgrep, the CA certificates and squid, all from the Debian archive.
 
 Cached by its inputs: suite, packages, sources, architecture, variant and the mmdebstrap
 version. The tarball is a store entry (so a pruned engine needs only `docker import`,
-no mirror); a ref maps the key to the imported image. A warm `ensure_base` runs neither
-mmdebstrap nor docker: it reads the ref and asks the engine's API for the image.
+no mirror); the image is tagged and labelled with the key, and a ref records its id.
+A warm `ensure_base` runs neither mmdebstrap nor docker: it asks the engine's API for
+the tag and checks the label.
 """
 
 from __future__ import annotations
@@ -135,13 +136,21 @@ def _changes(key: str) -> Sequence[str]:
     ]
 
 
-def _current(store: Store, key: str) -> BaseImage | None:
+def _current(store: Store, spec: BaseSpec, key: str) -> BaseImage | None:
+    """The engine's image for `key`, if its tag names one made from the same inputs.
+
+    The engine, not the ref, is the judge: its tag may have moved (another cache root on
+    the same engine made the same base) or the image may be gone (a prune)."""
+    tag = spec.tag(key)
+    info = docker.engine_image(tag)
+    labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+    if not info or labels.get(LABEL) != key:
+        return None
+    image_id = str(info["Id"])
     ref = store.get_ref(IMAGE_REF_KIND, key)
-    if not ref or not isinstance(ref.get("image_id"), str):
-        return None
-    if not docker.engine_has_image(ref["image_id"]):
-        return None
-    return BaseImage(str(ref["ref"]), str(ref["image_id"]), key)
+    if not ref or ref.get("image_id") != image_id:
+        store.put_ref(IMAGE_REF_KIND, key, {"ref": tag, "image_id": image_id})
+    return BaseImage(tag, image_id, key)
 
 
 def ensure_base(
@@ -158,11 +167,11 @@ def ensure_base(
     spec = spec or BaseSpec()
     store = store or Store(cache_root())
     key = spec.key(_tool_version(store))
-    found = _current(store, key)
+    found = _current(store, spec, key)
     if found:
         return found
     with locked(store.root / "locks" / f"{IMAGE_REF_KIND}-{key}.lock", what=f"base {key}"):
-        found = _current(store, key)  # another process may have imported it meanwhile
+        found = _current(store, spec, key)  # another process may have imported it meanwhile
         if found:
             return found
         aptopts = _ca_aptopts(spec, ca_certs)

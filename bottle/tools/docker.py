@@ -359,3 +359,30 @@ def engine_has_image(image_id: str, *, timeout: float = 5.0) -> bool:
     finally:
         conn.close()
     return status == 200
+
+
+def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The image's inspect JSON from the engine's API (no `docker` spawned), or None when
+    the engine has no such image. Falls back to `docker image inspect` as
+    `engine_has_image` does."""
+    conn = None if os.environ.get("DOCKER_CONTEXT") else _engine_connection(timeout)
+    if conn is None:
+        return inspect_image(ref)
+    try:
+        conn.request("GET", f"/images/{urllib.parse.quote(ref, safe='')}/json")
+        resp = conn.getresponse()
+        body = resp.read()
+    except OSError as err:
+        raise DockerError(
+            ["docker", "image", "inspect", ref], 1,
+            reason=f"cannot reach the Docker engine: {err}",
+        ) from None
+    finally:
+        conn.close()
+    if resp.status == 404:
+        return None
+    if resp.status != 200:
+        raise DockerError(["docker", "image", "inspect", ref], 1,
+                          reason=f"engine answered {resp.status}: {body[:200]!r}")
+    data: dict[str, Any] = json.loads(body)
+    return data

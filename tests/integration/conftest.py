@@ -62,5 +62,7 @@ def debian_base(docker_host: str, base_store: tuple[Store, bool],
         timings[f"ensure_base, first in session ({how})"] = time.monotonic() - started
         yield image
         if not kept:
-            subprocess.run(["docker", "rmi", image.ref], capture_output=True, check=False)
+            # Only an image this session imported: one the engine had before stays.
+            if image.imported:
+                subprocess.run(["docker", "rmi", image.ref], capture_output=True, check=False)
             shutil.rmtree(store.root, ignore_errors=True)

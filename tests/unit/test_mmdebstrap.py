@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socketserver
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from bottle.base import BaseSpec, ensure_base
 from bottle.errors import BottleError
 from bottle.tools import mmdebstrap
 from bottle.tools._proc import ToolMissing
+from bottle.tools.docker import DockerError
 from bottle.tools.mmdebstrap import MmdebstrapError
 from cache.store import Store
 
@@ -37,6 +42,36 @@ def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FAKE_MMDEBSTRAP_LOG", str(log))
     monkeypatch.setenv("FAKE_MMDEBSTRAP_VERSION", "mmdebstrap 1.3.5")
     return log
+
+
+class _NoImages(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self) -> tuple[object, tuple[str, int]]:
+        sock, _ = self.socket.accept()
+        return sock, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port)
+
+
+@pytest.fixture
+def engine_without_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An engine API that has no image at all (the error paths need no real engine)."""
+    sock = tmp_path / "engine.sock"
+    server = _UnixServer(str(sock), _NoImages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    yield
+    server.shutdown()
+    server.server_close()
 
 
 def calls(log: Path) -> list[list[str]]:
@@ -116,6 +151,7 @@ def test_unknown_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert BaseSpec().architecture == "amd64"
 
 
+@pytest.mark.usefixtures("engine_without_images")
 def test_failed_mmdebstrap_leaves_nothing(fake_mmdebstrap: Path, tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     spec = BaseSpec(architecture="amd64")
@@ -133,6 +169,7 @@ def test_failed_mmdebstrap_leaves_nothing(fake_mmdebstrap: Path, tmp_path: Path)
     assert "--aptopt" not in create  # plain-http mirrors need no CA
 
 
+@pytest.mark.usefixtures("engine_without_images")
 def test_version_asked_once_per_binary(fake_mmdebstrap: Path, tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     for _ in range(2):
@@ -141,6 +178,7 @@ def test_version_asked_once_per_binary(fake_mmdebstrap: Path, tmp_path: Path) ->
     assert [c for c in calls(fake_mmdebstrap) if c == ["--version"]] == [["--version"]]
 
 
+@pytest.mark.usefixtures("engine_without_images")
 def test_https_mirror_trusts_the_ca_bundle(fake_mmdebstrap: Path, tmp_path: Path) -> None:
     ca = tmp_path / "ca.crt"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
@@ -151,3 +189,14 @@ def test_https_mirror_trusts_the_ca_bundle(fake_mmdebstrap: Path, tmp_path: Path
     assert create[create.index("--aptopt") + 1] == f'Acquire::https::CAInfo "{ca}"'
     with pytest.raises(BottleError, match=r"the CA bundle .*/nope\.crt is not a file"):
         ensure_base(spec, store=Store(tmp_path / "cache"), ca_certs=tmp_path / "nope.crt")
+
+
+def test_engine_down_fails_before_mmdebstrap(fake_mmdebstrap: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    with pytest.raises(DockerError) as err:
+        ensure_base(BaseSpec(architecture="amd64"), store=Store(tmp_path / "cache"))
+    assert "cannot reach the Docker engine" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert all(c == ["--version"] for c in calls(fake_mmdebstrap))  # no rootfs attempted
