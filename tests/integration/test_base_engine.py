@@ -112,9 +112,9 @@ def test_claude_profile_builds_on_the_local_base(
     ctx = agents.build_context(profile, ca_certs=ca)
     assert (ctx / agents.CA_FILE).read_bytes() == (ca.read_bytes() if ca else b"")
     started = time.monotonic()
-    build = docker("build", "--network", "host", "--build-arg", f"BASE={debian_base.ref}",
-                   "--build-arg", f"CLAUDE_CODE_VERSION={version}", "-t", claude_image,
-                   str(ctx), timeout=1200)
+    build = docker("build", "--force-rm", "--network", "host", "--build-arg",
+                   f"BASE={debian_base.ref}", "--build-arg", f"CLAUDE_CODE_VERSION={version}",
+                   "-t", claude_image, str(ctx), timeout=1200)
     timings["build the claude image on the base (npm install)"] = time.monotonic() - started
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
 

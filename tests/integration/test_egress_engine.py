@@ -97,7 +97,7 @@ def module_env(docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> It
 def busybox_image(module_env: Path) -> Iterator[str]:
     tag = f"bot-bottle-test/egress-busybox:{uuid.uuid4().hex[:8]}"
     ctx = busybox_context(module_env / "busybox")
-    docker("build", "-q", "--network", "none", "-t", tag, str(ctx))
+    docker("build", "-q", "--force-rm", "--network", "none", "-t", tag, str(ctx))
     yield tag
     docker("rmi", "-f", tag, check=False)
 
@@ -110,8 +110,8 @@ def proxy_image(module_env: Path, debian_base: BaseImage,
     ctx = agents.context_with_ca(agents.proxy_source(), None)
     assert (ctx / agents.CA_FILE).read_bytes() == b""
     started = time.monotonic()
-    docker("build", "-q", "--network", "none", "--build-arg", f"BASE={debian_base.ref}",
-           "-t", tag, str(ctx), timeout=600)
+    docker("build", "-q", "--force-rm", "--network", "none", "--build-arg",
+           f"BASE={debian_base.ref}", "-t", tag, str(ctx), timeout=600)
     timings["build the proxy image on the base"] = time.monotonic() - started
     yield tag
     docker("rmi", "-f", tag, check=False)
