@@ -26,6 +26,7 @@ from bottle.errors import ConfigError
 
 BACKENDS = ("docker", "smolmachines", "auto")
 AGENTS = ("example", "claude")
+BASES = ("official", "local")
 NETWORKS = ("none", "host", "egress")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Docker's rule for network (and container) names.
@@ -45,6 +46,8 @@ class Config:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     ca_certs: Path | None = None
+    base: str = "official"
+    build_network: str | None = None
     backend: str = "docker"
     agent: str = "example"
     command: str | None = None  # None: the profile's agent command
@@ -171,20 +174,15 @@ def _network(v: Any) -> str:
     return name
 
 
-_HOST_RULE = re.compile(
-    r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
-    r"(:([1-9][0-9]{0,4}))?$")
-
-
 def _egress(v: Any) -> list[str]:
-    if v == "observe":
-        return ["observe"]
-    rules = [r.lower() for r in _list(v)]
-    for r in rules:
-        m = _HOST_RULE.match(r)
-        if not m or (m.group(7) and int(m.group(7)) > 65535):
-            raise ValueError(f"{r!r} is not a host name, *.domain or either with :port")
-    return rules
+    from bottle.egress import OBSERVE, EgressError, parse_allow_list
+
+    if v == OBSERVE:
+        return [OBSERVE]
+    try:
+        return [str(rule) for rule in parse_allow_list(_list(v))]
+    except EgressError as err:
+        raise ValueError(str(err)) from None
 
 
 def _user(v: Any) -> str:
@@ -255,6 +253,10 @@ KEYS: tuple[Key, ...] = (
     Key("target", _text, "build stage to build"),
     Key("ca_certs", _path, "CA bundle that builds trust (for TLS-intercepting proxies)",
         path=True),
+    Key("base", _choice(BASES), "the agent's base image: official (node:22-bookworm-slim "
+        "from Docker Hub) or local (made from Debian packages by `bottle base`)"),
+    Key("build_network", _network, "network for builds (default: the profile's; claude: "
+        "host, to reach the npm registry)"),
     Key("backend", _choice(BACKENDS), "docker, smolmachines, or auto (smolmachines where "
         "a microVM really boots)", tasks=("launch",)),
     Key("agent", _choice(AGENTS), "agent profile: example (offline stand-in) or claude "

@@ -69,7 +69,7 @@ def example_context(store: Store, source: Path | None = None) -> Path:
     h = xxhash.xxh64()
     for p in [*files, busybox]:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    target = store.area("example-agent") / h.hexdigest()
+    target = store.area("contexts") / f"example-{h.hexdigest()}"
     if target.is_dir():
         with contextlib.suppress(OSError):
             os.utime(target)  # in use: gc keeps it
@@ -77,7 +77,7 @@ def example_context(store: Store, source: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Assembled in the store's tmp area (swept if we are killed), then renamed in.
     store.area("tmp").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"example-agent.{os.getpid()}.",
+    work = Path(tempfile.mkdtemp(prefix=f"contexts.{os.getpid()}.",
                                  dir=store.area("tmp")))
     try:
         for p in files:

@@ -21,8 +21,7 @@ import xxhash
 from bottle import progress
 from bottle.config import Config
 from bottle.errors import BottleError
-from bottle.example import example_context
-from bottle.profiles import claude_context
+from bottle import agents
 from bottle.tools import crane, skopeo
 from bottle.tools import docker as docker_mod
 from bottle.tools import smolvm as _smolvm
@@ -45,6 +44,7 @@ class BuildInputs:
     tag: str
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
+    network: str | None = None  # docker build --network (not part of the digest)
 
 
 @dataclass(frozen=True)
@@ -101,21 +101,42 @@ def default_tag(cfg: Config, store: Store) -> str:
 
 
 def build_inputs(cfg: Config, store: Store) -> BuildInputs:
-    """Resolve the context (assembling the example agent's when it is the one) and check
-    that it and the Dockerfile exist: one clear line when not."""
+    """Resolve the context (the profile's own, assembled with the CA bundle where it takes
+    one, unless the config names another) and check that it and the Dockerfile exist:
+    one clear line when not. A profile's context gets the profile's build args, and with
+    `base = "local"` the offline base image (made by `bottle base`) as BASE."""
+    profile = agents.profile(cfg.agent)
     if cfg.context is not None:
-        context = cfg.context
-    elif cfg.agent == "example":
-        context = example_context(store)
+        context, args, network = cfg.context, dict(cfg.build_args), cfg.build_network
     else:
-        context = claude_context()
+        context = agents.build_context(profile, store, ca_certs=cfg.ca_certs)
+        args = {**profile.build_args, **_base_args(cfg, store), **cfg.build_args}
+        network = cfg.build_network or profile.build_network
     dockerfile = cfg.dockerfile or context / "Dockerfile"
     if not context.is_dir():
         raise BottleError(f"build context {context} is not a directory")
     if not dockerfile.is_file():
         raise BottleError(f"Dockerfile not found: {dockerfile}")
-    return BuildInputs(context, dockerfile, default_tag(cfg, store), dict(cfg.build_args),
-                       cfg.target)
+    return BuildInputs(context, dockerfile, default_tag(cfg, store), args, cfg.target,
+                       network)
+
+
+def _base_args(cfg: Config, store: Store) -> dict[str, str]:
+    """`BASE` for a profile's Dockerfile: the offline base with `base = "local"`."""
+    if cfg.base != "local":
+        return {}
+    from bottle.base import ensure_base
+
+    return {"BASE": ensure_base(store=store, ca_certs=cfg.ca_certs).ref}
+
+
+def proxy_inputs(cfg: Config, store: Store) -> BuildInputs:
+    """The egress proxy's image: squid, on the same base as the agent."""
+    context = agents.context_with_ca(agents.proxy_source(), cfg.ca_certs, store)
+    key = xxhash.xxh64_hexdigest(str(store.root.resolve()).encode())[:8]
+    return BuildInputs(context, context / "Dockerfile", f"bot-bottle/proxy:{key}",
+                       _base_args(cfg, store),
+                       network=cfg.build_network or agents.CLAUDE.build_network)
 
 
 def digest_context(inputs: BuildInputs, store: Store, *, dry: bool = False) -> ContextDigest:
@@ -156,8 +177,7 @@ def find_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Decisio
                     image_id, retag)
 
 
-def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest,
-                 *, network: str | None = None) -> Built:
+def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built:
     """The image for this context: reused when the lookup hits (the tag is pointed at it
     when it had moved); otherwise `docker build`, once across concurrent processes."""
     found = find_image(inputs, store, ctx)
@@ -165,7 +185,7 @@ def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest,
         with store.lock(f"context-{ctx.hexdigest}", what=f"the build of {ctx.short}"):
             again = find_image(inputs, store, ctx)
             if not again.hit:
-                return _build(inputs, store, ctx, found.line, network=network)
+                return _build(inputs, store, ctx, found.line)
             found = Decision(True, again.line + " (built by another process)",
                              again.image_id, again.retag)
     assert found.image_id is not None
@@ -174,16 +194,15 @@ def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest,
     return Built(found.image_id, ctx, False, found.line)
 
 
-def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str,
-           *, network: str | None) -> Built:
+def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str) -> Built:
     iid = store.area("tmp") / f"context-{ctx.hexdigest}.{os.getpid()}.iid"
     iid.parent.mkdir(parents=True, exist_ok=True)
     try:
         image_id = docker_mod.build_image(
             inputs.context, inputs.tag, dockerfile=inputs.dockerfile,
             build_args=inputs.build_args, target=inputs.target, iidfile=iid,
-            labels={LABEL_CONTEXT: ctx.hexdigest, **cache_label(store)}, network=network,
-            progress=True,
+            labels={LABEL_CONTEXT: ctx.hexdigest, **cache_label(store)},
+            network=inputs.network, progress=True,
         )
     finally:
         iid.unlink(missing_ok=True)

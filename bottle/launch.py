@@ -15,7 +15,7 @@ from bottle import backend as backends
 from bottle.backend import Backend, BottleSpec
 from bottle.config import Config, cwd
 from bottle.errors import BottleError
-from bottle.profiles import PROFILES
+from bottle import agents
 from bottle.progress import say
 from cache.store import Store
 
@@ -43,7 +43,7 @@ def choose(name: str, store: Store) -> Backend:
 
 def spec_of(cfg: Config, store: Store, *, tty: bool = False) -> BottleSpec:
     """The bottle a config asks for, checked before anything starts."""
-    profile = PROFILES[cfg.agent]
+    profile = agents.profile(cfg.agent)
     workspace = cfg.workspace or cwd()
     if not workspace.is_dir():
         raise BottleError(f"workspace {workspace} is not a directory")
@@ -64,7 +64,7 @@ def spec_of(cfg: Config, store: Store, *, tty: bool = False) -> BottleSpec:
         agent_args=tuple(cfg.agent_args), tty=tty, user=cfg.user,
         network=cfg.network or profile.network,
         egress=tuple(profile.egress if cfg.egress is None else cfg.egress),
-        egress_network=cfg.egress_network, env=dict(cfg.env), secrets=secrets,
+        egress_network=cfg.egress_network, env={**profile.env, **cfg.env}, secrets=secrets,
         allow_cidrs=tuple(cfg.allow_cidrs), cpus=cfg.cpus, memory=cfg.memory,
         pids_limit=cfg.pids_limit, state_dir=cfg.smolvm_state_dir,
         agent_state=profile.state,

@@ -10,11 +10,12 @@ Every area under the root is named in `AREAS` and reached through `Store.area`;
     tmp/                    work in progress: `<kind>-<key>.<pid>.<rand>`
     doit/                   doit's dependency databases, one per project directory
     prepull/                compose's resolved image lists
-    example-agent/          the bundled example agent's build context
+    contexts/               assembled build contexts (the example agent; with a CA bundle)
     run/                    records of running launches (swept when their launcher died)
     logs/                   full output of failed tools
     state/                  agents' state (logins) per project
     probe/                  answers of slow host probes
+    egress/                 what each launch's egress proxy saw
 
 An entry is built in a temp dir beside its final place and renamed in, so a reader
 sees all of it or none. `ensure` checks, takes the key's lock, checks again (another
@@ -46,10 +47,10 @@ from cache.errors import StorageError, UserError, storage_error
 from cache.lock import is_locked, locked, pid_alive
 
 META = "meta.json"
-AREAS = ("objects", "refs", "index", "locks", "tmp", "doit", "prepull", "example-agent",
-         "run", "logs", "state", "probe")
+AREAS = ("objects", "refs", "index", "locks", "tmp", "doit", "prepull", "contexts",
+         "run", "logs", "state", "probe", "egress")
 # Areas of small files, each a record that can be dropped (recomputed on demand).
-_RECORD_AREAS = ("refs", "index", "prepull", "probe", "logs")
+_RECORD_AREAS = ("refs", "index", "prepull", "probe", "logs", "egress")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEX = re.compile(r"^[0-9a-f]{32}$")
 
@@ -388,13 +389,13 @@ class Store:
         """Records, doit databases and assembled build contexts not used since `cutoff`;
         all can be recomputed."""
         removed = []
-        contexts = self.area("example-agent")
+        contexts = self.area("contexts")
         for d in sorted(contexts.iterdir()) if contexts.is_dir() else []:
             with contextlib.suppress(OSError):
                 if d.is_dir() and d.stat().st_mtime < cutoff:
                     size = _du(d)
                     shutil.rmtree(d)
-                    removed.append(Removed("example-agent", d.name, size))
+                    removed.append(Removed("contexts", d.name, size))
         for area in (*_RECORD_AREAS, "doit"):
             base = self.area(area)
             for p in sorted(base.rglob("*")) if base.is_dir() else []:

@@ -216,6 +216,26 @@ def network_create_cmd(
                     "--", positional(name, "network"))
 
 
+def network_connect_cmd(network: str, container: str) -> Command:
+    return TOOL.cmd("network", "connect", "--", positional(network, "network"),
+                    positional(container, "container"))
+
+
+def import_cmd(source: Path, tag: str | None = None, *, changes: Sequence[str] = ()) -> Command:
+    """`docker import`: a rootfs tarball becomes an image (prints its id)."""
+    return TOOL.cmd("import", *repeat_eq("--change", changes), "--", str(source),
+                    *([positional(tag, "image")] if tag else []))
+
+
+def logs_cmd(container: str) -> Command:
+    return TOOL.cmd("logs", "--", positional(container, "container"))
+
+
+def inspect_cmd(name: str, *, fmt: str = "{{json .}}") -> Command:
+    """`docker inspect` of any object (container, network, image) by name or id."""
+    return TOOL.cmd("inspect", f"--format={fmt}", "--", positional(name, "object"))
+
+
 def network_rm_cmd(*names: str) -> Command:
     return TOOL.cmd("network", "rm", "--", *(positional(n, "network") for n in names))
 
@@ -301,6 +321,34 @@ def network_rm(*names: str) -> Result | None:
     if not names:
         return None
     return _proc.run(network_rm_cmd(*names), check=False, timeout=TEARDOWN_TIMEOUT)
+
+
+def network_connect(network: str, container: str) -> None:
+    _proc.run(network_connect_cmd(network, container))
+
+
+def import_image(source: Path, tag: str, *, changes: Sequence[str] = (),
+                 progress: bool = False) -> str:
+    """Import a rootfs tarball as `tag`; return the image id (`sha256:...`)."""
+    out = _proc.run(import_cmd(source, tag, changes=changes), progress=progress).stdout
+    ids = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("sha256:")]
+    if ids:
+        return ids[-1]
+    info = engine_image(tag)
+    if info is None:
+        raise DockerError(import_cmd(source, tag).argv, 1, reason=f"no image {tag} after import")
+    return str(info["Id"])
+
+
+def start(*containers: str) -> None:
+    for c in containers:
+        _proc.run(start_cmd(c))
+
+
+def logs(container: str) -> tuple[str, str]:
+    """(stdout, stderr) the container has written so far."""
+    r = _proc.run(logs_cmd(container))
+    return r.stdout, r.stderr
 
 
 def networks(*, labels: Mapping[str, str | None]) -> list[dict[str, Any]]:

@@ -78,7 +78,7 @@ def test_env_lists_and_tables(tmp_path: Path) -> None:
     # Issue 8.4: a network we do not know is an error, never full egress.
     ('network = "off"\n', {}, None),
     ('network = "--privileged"\n', {}, "expected none, host, egress or a docker network"),
-    ('egress = ["http://evil"]\n', {}, "is not a host name"),
+    ('egress = ["http://evil"]\n', {}, "write the host name only"),
     ('allow_cidrs = ["everything"]\n', {}, "is not a CIDR"),
     ('memory = "-1g"\n', {}, "expected an amount"),
     ('cpus = "inf"\n', {}, "expected a number of CPUs"),

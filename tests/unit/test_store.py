@@ -292,7 +292,7 @@ def test_killed_writers_temp_files_are_swept_from_every_area(tmp_path: Path) -> 
 def test_gc_covers_every_record_area(tmp_path: Path) -> None:
     store = Store(tmp_path)
     old = time.time() - 90 * 86400
-    old_context = store.area("example-agent") / "0123"
+    old_context = store.area("contexts") / "example-0123"
     old_context.mkdir(parents=True)
     (old_context / "Dockerfile").write_text("FROM scratch\n")
     os.utime(old_context, (time.time() - 90 * 86400,) * 2)
@@ -307,7 +307,7 @@ def test_gc_covers_every_record_area(tmp_path: Path) -> None:
     fresh.write_text("{}")
     removed = store.gc(max_age_seconds=30 * 86400)
     assert {r.area for r in removed} == {"index", "prepull", "logs", "doit", "refs",
-                                         "example-agent"}
+                                         "contexts"}
     assert not any(p.exists() for p in paths) and fresh.exists() and not old_context.exists()
 
 
