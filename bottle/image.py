@@ -18,10 +18,9 @@ from typing import Any
 
 import xxhash
 
-from bottle import progress
+from bottle import agents, progress
 from bottle.config import Config
 from bottle.errors import BottleError
-from bottle import agents
 from bottle.tools import crane, skopeo
 from bottle.tools import docker as docker_mod
 from bottle.tools import smolvm as _smolvm

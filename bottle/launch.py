@@ -11,11 +11,11 @@ import os
 import sys
 import uuid
 
+from bottle import agents
 from bottle import backend as backends
 from bottle.backend import Backend, BottleSpec
 from bottle.config import Config, cwd
 from bottle.errors import BottleError
-from bottle import agents
 from bottle.progress import say
 from cache.store import Store
 

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
 from bottle.tools import _proc
 from bottle.tools._argv import opt, repeat
 from bottle.tools._proc import Command, Tool, ToolError

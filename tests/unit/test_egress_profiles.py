@@ -73,7 +73,8 @@ def test_context_with_ca(tmp_path: Path) -> None:
     with_ca = agents.context_with_ca(src, ca, store())
     assert with_ca != plain and (with_ca / agents.CA_FILE).read_bytes() == ca.read_bytes()
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n")
-    assert agents.context_with_ca(src, ca, store()) not in (plain, with_ca)  # a CA change: new context
+    # A CA change: a new context.
+    assert agents.context_with_ca(src, ca, store()) not in (plain, with_ca)
     assert not list(store().area("tmp").iterdir())
 
 
