@@ -166,6 +166,71 @@ def sweep() -> None:
     say(f"sweep: removed {len(removed)} things left by killed launches")
 
 
+@user_errors
+def forget_state() -> None:
+    import shutil
+
+    from bottle.launch import state_dir
+
+    target = state_dir(base_config(), store())
+    if not target.exists():
+        say(f"forget_state: no state kept for {base_config().agent} here")
+        return
+    shutil.rmtree(target)
+    say(f"forget_state: removed the {base_config().agent} state kept in {target}")
+
+
+# --- the offline base, egress records ----------------------------------------------------
+
+
+@user_errors
+def base() -> None:
+    from bottle.base import ensure_base
+
+    cfg = base_config()
+    made = ensure_base(store=store(), ca_certs=cfg.ca_certs, progress=True)
+    how = ("built (mmdebstrap) and imported" if made.built else
+           "imported from the cached rootfs" if made.imported else "cache hit")
+    say(f"base: {how} {made.ref}")
+    print(made.ref)
+
+
+@user_errors
+def egress(json_out: bool, write: str) -> None:
+    """What the last launch here reached (and was refused), from its proxy's record."""
+    from bottle import egress as eg
+
+    here = str((base_config().workspace or config_mod.cwd()).resolve())
+    records = []
+    area = store().area("egress")
+    for p in area.glob("*.json") if area.is_dir() else []:
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("workspace") == here:
+            records.append(data)
+    if not records:
+        say(f"egress: no launch with network = egress recorded for {here}")
+        return
+    last = max(records, key=lambda d: float(d.get("at", 0)))
+    requests = eg.parse_log(str(last.get("log", "")))
+    allow = eg.observed_allow_list(requests)
+    if json_out:
+        print(json.dumps({**{k: v for k, v in last.items() if k != "log"},
+                          "allow_list": allow}, indent=1))
+    else:
+        say(eg.summary_line(eg.summarize(requests), observe=last.get("mode") == "observe"))
+        print("egress = [" + ", ".join(json.dumps(h) for h in allow) + "]")
+    if write:
+        from pathlib import Path
+
+        Path(write).write_text("# what the last launch reached; review, then copy into "
+                               "bottle.toml\negress = [" +
+                               ", ".join(json.dumps(h) for h in allow) + "]\n")
+        say(f"egress: wrote the allow-list to {write} for review")
+
+
 # --- prepull ----------------------------------------------------------------------------
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from pathlib import Path
+
+import xxhash
 
 from bottle import agents
 from bottle import backend as backends
@@ -67,8 +70,16 @@ def spec_of(cfg: Config, store: Store, *, tty: bool = False) -> BottleSpec:
         egress_network=cfg.egress_network, env={**profile.env, **cfg.env}, secrets=secrets,
         allow_cidrs=tuple(cfg.allow_cidrs), cpus=cfg.cpus, memory=cfg.memory,
         pids_limit=cfg.pids_limit, state_dir=cfg.smolvm_state_dir,
-        agent_state=profile.state,
+        agent_state=profile.state, agent_state_dir=state_dir(cfg, store),
     )
+
+
+def state_dir(cfg: Config, store: Store) -> Path:
+    """Where the agent's state lives for this project (its config file's directory, else
+    the workspace), under the cache's state area."""
+    project = cfg.project_root or cfg.workspace or cwd()
+    key = xxhash.xxh64_hexdigest(str(project.resolve()).encode())
+    return store.area("state") / f"{cfg.agent}-{key}"
 
 
 def sweep(store: Store, only: Backend | None = None) -> list[str]:
@@ -90,6 +101,9 @@ def launch(cfg: Config, store: Store) -> int:
     with backends.started(backend, prepared, spec, store) as bottle:
         say(f"launch: {backend.name} bottle {spec.launch_id} running {spec.command}")
         code = bottle.run_agent(cfg.agent_args, tty=tty)
+        line = bottle.summary()
+        if line:
+            say(line)
     if bottle.left:
         say(f"launch: could not remove {', '.join(bottle.left)}; the next launch or "
             "`bottle sweep` removes it")

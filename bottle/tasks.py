@@ -51,6 +51,25 @@ def task_prepull() -> dict[str, Any]:
             "verbosity": 2}
 
 
+def task_base() -> dict[str, Any]:
+    """Make (once) the offline base image from Debian packages, for `base = "local"` where
+    the official node image cannot be pulled; prints its tag."""
+    return {"actions": [actions.base], "uptodate": [False], "verbosity": 2}
+
+
+def task_egress() -> dict[str, Any]:
+    """Show what the last egress-proxied launch here reached and was refused; print (or
+    write, for review) its destinations as an allow-list."""
+    return {"actions": [actions.egress], "uptodate": [False], "verbosity": 2,
+            "params": [_JSON, {"name": "write", "long": "write", "type": str, "default": "",
+                               "help": "write the allow-list to this file, for review"}]}
+
+
+def task_forget_state() -> dict[str, Any]:
+    """Remove the agent state (e.g. Claude's login) kept for this project."""
+    return {"actions": [actions.forget_state], "uptodate": [False], "verbosity": 2}
+
+
 def task_sweep() -> dict[str, Any]:
     """Remove bottles (containers, networks, microVMs) left by launches that were killed."""
     return {"actions": [actions.sweep], "uptodate": [False], "verbosity": 2}

@@ -64,6 +64,7 @@ class Prepared:
     line: str  # what was done and why, e.g. "build: cache hit 3f2a9c1d0b7e"
     image_id: str | None = None
     artifact: Path | None = None
+    proxy_image_id: str | None = None  # the egress proxy's image (docker, network egress)
 
 
 class Bottle(Protocol):
@@ -81,6 +82,10 @@ class Bottle(Protocol):
 
     def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> Result:
         """Run `cmd` (a shell string or an argv) in the bottle and capture it."""
+        ...
+
+    def summary(self) -> str | None:
+        """One line on what the bottle did at its edges (e.g. egress), or None."""
         ...
 
     def close(self) -> None:

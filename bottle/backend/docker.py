@@ -8,15 +8,20 @@ image, user, uid and gid), the way the devcontainers CLI's updateRemoteUserUID d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
 
 import xxhash
 
-from bottle import image, progress
+from bottle import agents, egress_net, image, progress
 from bottle.backend import (
     DEFAULT_USER,
     LABEL,
@@ -29,11 +34,13 @@ from bottle.backend import (
     shell,
 )
 from bottle.config import Config
+from bottle.egress import parse_policy, summarize, summary_json, summary_line
 from bottle.errors import BottleError
 from bottle.tools import _proc
 from bottle.tools import docker as docker_mod
 from bottle.tools._proc import Result
 from bottle.tools.docker import Mount, RunSpec
+from cache.atomic import write_atomic
 from cache.store import Store
 
 LABEL_USER_OF = "bot-bottle.user-of"
@@ -70,6 +77,8 @@ class DockerBottle:
         self._env = env or {}
         self._created: tuple[tuple[str, ...], bool] | None = None
         self.left: list[str] = []
+        self.proxy: Future[None] | None = None  # the egress proxy, starting alongside
+        self.egress: tuple[egress_net.EgressNet, bool, Path, BottleSpec] | None = None
 
     def _create(self, extra: Sequence[str], tty: bool) -> _proc.Command:
         spec = dataclasses.replace(self._run, interactive=tty, tty=tty)
@@ -104,6 +113,20 @@ class DockerBottle:
     def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> Result:
         return _proc.run(docker_mod.exec_cmd(self.container, shell(cmd), user=user),
                          check=False)
+
+    def summary(self) -> str | None:
+        """What the egress proxy saw (one line; the full record is kept in the cache)."""
+        if self.egress is None:
+            return None
+        net, observe, record, spec = self.egress
+        requests, raw = egress_net.proxy_requests(net)
+        summary = summarize(requests)
+        data = {**summary_json(summary, requests, observe=observe),
+                "launch": spec.launch_id, "workspace": str(spec.workspace),
+                "at": time.time(), "log": raw}
+        with contextlib.suppress(OSError):
+            write_atomic(record, json.dumps(data).encode(), mode=0o600)
+        return summary_line(summary, observe=observe)
 
     def close(self) -> None:
         self.left += self._teardown.close()
@@ -161,7 +184,12 @@ class DockerBackend:
     def prepare(self, cfg: Config, store: Store) -> Prepared:
         inputs = image.build_inputs(cfg, store)
         built = image.ensure_image(inputs, store, image.digest_context(inputs, store))
-        return Prepared(f"build: {built.line}", image_id=built.image_id)
+        proxy = None
+        if (cfg.network or agents.profile(cfg.agent).network) == "egress":
+            pinputs = image.proxy_inputs(cfg, store)
+            proxy = image.ensure_image(pinputs, store, image.digest_context(pinputs, store))
+        return Prepared(f"build: {built.line}", image_id=built.image_id,
+                        proxy_image_id=proxy.image_id if proxy else None)
 
     def start(self, prepared: Prepared, spec: BottleSpec, store: Store) -> DockerBottle:
         assert prepared.image_id is not None
@@ -172,26 +200,36 @@ class DockerBackend:
         run_image = _user_image(prepared.image_id, spec.user, owner.st_uid, owner.st_gid,
                                 store)
         teardown = Teardown(f"bottle {spec.name}")
-        network = _network(spec)
+        env = {**spec.env, **spec.secrets}
+        net: egress_net.EgressNet | None = None
+        if spec.network == "egress":
+            net = _egress_plan(spec, prepared)
+            env.update(net.agent_env())
         run = RunSpec(
             name=spec.name, labels=labels(spec, "agent", store), remove=True, init=True,
-            env_names=[*spec.env, *spec.secrets], network=network, user=spec.user,
-            mounts=[Mount(spec.workspace.resolve(), WORKSPACE)], workdir=WORKSPACE,
-            cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            env_names=list(env), network=net.network if net else _network(spec),
+            user=spec.user, mounts=[Mount(spec.workspace.resolve(), WORKSPACE),
+                                    *_state_mounts(spec, owner.st_uid, owner.st_gid)],
+            workdir=WORKSPACE, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             pids_limit=spec.pids_limit, cpus=spec.cpus, memory=spec.memory,
         )
-        teardown.add(f"container {spec.name}", lambda: docker_mod.rm_f(spec.name))
         bottle = DockerBottle(spec.name, teardown, image_id=run_image, run=run,
-                              agent_command=spec.command, env={**spec.env, **spec.secrets})
+                              agent_command=spec.command, env=env)
         try:
+            if net is not None:
+                _start_egress(net, spec, prepared, store, teardown, bottle)
+            teardown.add(f"container {spec.name}", lambda: docker_mod.rm_f(spec.name))
             bottle.create(spec.agent_args, tty=spec.tty)
+            if bottle.proxy is not None:
+                bottle.proxy.result()  # started alongside the agent's container
         except BaseException:
             bottle.close()
             raise
         return bottle
 
     def sweep(self, store: Store) -> list[str]:
-        """Remove bottles (and their networks) whose launching process is provably gone."""
+        """Remove bottles (their proxies and networks) whose launching process is
+        provably gone."""
         if self.available(store) is not None:
             return []
         dead = [c["Names"] for c in docker_mod.ps(labels={LABEL: "1"})
@@ -204,11 +242,54 @@ class DockerBackend:
 
 
 def _network(spec: BottleSpec) -> str:
-    if spec.network == "egress":
-        raise BottleError("network = egress needs the egress proxy, not built yet")
     if spec.network == "host":
         progress.say("launch: warning: network = host gives the agent this host's whole "
                      "network, with no isolation")
     elif spec.network != "none" and not docker_mod.network_exists(spec.network):
         raise BottleError(f"network {spec.network} not found (docker network ls lists them)")
     return spec.network
+
+
+def _egress_plan(spec: BottleSpec, prepared: Prepared) -> egress_net.EgressNet:
+    if prepared.proxy_image_id is None:
+        raise BottleError("network = egress: no proxy image was prepared")
+    if not docker_mod.network_exists(spec.egress_network):
+        raise BottleError(
+            f"egress network {spec.egress_network} not found: the proxy needs a network "
+            "with a way out (set egress_network to one; docker network ls lists them)")
+    return egress_net.plan(spec.launch_id, egress_network=spec.egress_network)
+
+
+def _start_egress(net: egress_net.EgressNet, spec: BottleSpec, prepared: Prepared,
+                  store: Store, teardown: Teardown, bottle: DockerBottle) -> None:
+    """The bottle's network, then its proxy, started alongside the agent's container
+    (in a thread, so the agent's start is not delayed by it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert prepared.proxy_image_id is not None
+    policy = parse_policy("observe" if "observe" in spec.egress else list(spec.egress))
+    marks = labels(spec, "proxy", store)
+    teardown.add(f"network {net.network}", lambda: egress_net.teardown(net))
+    egress_net.create_bottle_network(net, labels=labels(spec, "network", store))
+    teardown.add(f"proxy {net.proxy}", lambda: docker_mod.rm_f(net.proxy))
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
+    bottle.proxy = pool.submit(egress_net.start_proxy, net, prepared.proxy_image_id, policy,
+                               labels=marks)
+    pool.shutdown(wait=False)
+    bottle.egress = (net, policy.observe, store.area("egress") / f"{spec.launch_id}.json",
+                     spec)
+
+
+def _state_mounts(spec: BottleSpec, uid: int, gid: int) -> list[Mount]:
+    """The agent's state (e.g. Claude's login) kept per project under the cache, never
+    in an image: one host directory per state path, owned by the agent's user."""
+    if spec.agent_state_dir is None:
+        return []
+    mounts = []
+    for path in spec.agent_state:
+        host = spec.agent_state_dir / path.strip("/").replace("/", "_")
+        host.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(host, uid, gid)
+        mounts.append(Mount(host, path))
+    return mounts

@@ -90,6 +90,9 @@ class SmolmachinesBottle:
         return smolvm.machine_exec(self.name, shell(cmd), dialect=self.dialect, user=user,
                                    state_dir=self.state_dir)
 
+    def summary(self) -> str | None:
+        return None  # smolvm keeps its own egress record (`machine egress-events`)
+
     def close(self) -> None:
         self.left += self._teardown.close()
 

@@ -36,6 +36,7 @@ from bottle.egress import (
 )
 from bottle.egress_net import EgressNet
 from bottle.tools.docker import DockerError
+from cache.store import Store
 from tests.conftest import busybox_context
 
 pytestmark = pytest.mark.slow
@@ -107,7 +108,7 @@ def proxy_image(module_env: Path, debian_base: BaseImage,
                 timings: dict[str, float]) -> Iterator[str]:
     """The proxy image on the offline base; no CA configured (an empty CA file)."""
     tag = f"bot-bottle-test/egress-proxy:{uuid.uuid4().hex[:8]}"
-    ctx = agents.context_with_ca(agents.proxy_source(), None)
+    ctx = agents.context_with_ca(agents.proxy_source(), None, Store(module_env))
     assert (ctx / agents.CA_FILE).read_bytes() == b""
     started = time.monotonic()
     docker("build", "-q", "--force-rm", "--network", "none", "--build-arg",
