@@ -218,7 +218,8 @@ class DockerBackend:
         try:
             if net is not None:
                 _start_egress(net, spec, prepared, store, teardown, bottle)
-            teardown.add(f"container {spec.name}", lambda: docker_mod.rm_f(spec.name))
+            teardown.add(f"container {spec.name}",
+                         lambda: docker_mod.remove_container(spec.name))
             bottle.create(spec.agent_args, tty=spec.tty)
             if bottle.proxy is not None:
                 bottle.proxy.result()  # started alongside the agent's container
@@ -232,13 +233,13 @@ class DockerBackend:
         provably gone."""
         if self.available(store) is not None:
             return []
-        dead = [c["Names"] for c in docker_mod.ps(labels={LABEL: "1"})
-                if launcher_dead(docker_mod.labels_of(c).get(f"{LABEL}.owner"))]
-        docker_mod.rm_f(*dead)
-        nets = [n["Name"] for n in docker_mod.networks(labels={LABEL: "1"})
-                if launcher_dead(docker_mod.labels_of(n).get(f"{LABEL}.owner"))]
+        dead = [name for name, marks in docker_mod.labelled("containers", {LABEL: "1"})
+                if launcher_dead(marks.get(f"{LABEL}.owner"))]
+        removed = [name for name in dead if docker_mod.remove_container(name)]
+        nets = [name for name, marks in docker_mod.labelled("networks", {LABEL: "1"})
+                if launcher_dead(marks.get(f"{LABEL}.owner"))]
         docker_mod.network_rm(*nets)
-        return dead + [f"network {n}" for n in nets]
+        return removed + [f"network {n}" for n in nets]
 
 
 def _network(spec: BottleSpec) -> str:
@@ -271,7 +272,7 @@ def _start_egress(net: egress_net.EgressNet, spec: BottleSpec, prepared: Prepare
     marks = labels(spec, "proxy", store)
     teardown.add(f"network {net.network}", lambda: egress_net.teardown(net))
     egress_net.create_bottle_network(net, labels=labels(spec, "network", store))
-    teardown.add(f"proxy {net.proxy}", lambda: docker_mod.rm_f(net.proxy))
+    teardown.add(f"proxy {net.proxy}", lambda: docker_mod.remove_container(net.proxy))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
     bottle.proxy = pool.submit(egress_net.start_proxy, net, prepared.proxy_image_id, policy,
                                labels=marks)

@@ -393,26 +393,67 @@ def _engine_connection(timeout: float) -> http.client.HTTPConnection | None:
     return None
 
 
-def _engine_get(path: str, what: list[str], timeout: float) -> dict[str, Any] | None:
-    """GET `path` from the engine's API: its JSON, None on 404. `what` is the CLI
-    equivalent, for errors. Raises when there is no plain-HTTP way to the engine."""
+def _engine_request(method: str, path: str, what: Sequence[str],
+                    timeout: float) -> tuple[int, bytes]:
+    """One request to the engine's API: (status, body). `what` is the CLI equivalent,
+    for errors. LookupError when there is no plain-HTTP way to the engine."""
     conn = _engine_connection(timeout)
     if conn is None:
         raise LookupError("no direct way to the engine")
     try:
-        conn.request("GET", path)
+        conn.request(method, path)
         response = conn.getresponse()
-        body = response.read()
+        return response.status, response.read()
     except OSError as err:
-        raise DockerError(what, 1, reason=f"cannot reach the Docker engine: {err}") from None
+        raise DockerError(list(what), 1,
+                          reason=f"cannot reach the Docker engine: {err}") from None
     finally:
         conn.close()
-    if response.status == 404:
+
+
+def _engine_get(path: str, what: list[str], timeout: float) -> Any:
+    """GET `path`: its JSON, None on 404."""
+    status, body = _engine_request("GET", path, what, timeout)
+    if status == 404:
         return None
-    if response.status != 200:
-        raise DockerError(what, 1, reason=f"engine answered {response.status}: {body[:200]!r}")
-    data: dict[str, Any] = json.loads(body)
-    return data
+    if status != 200:
+        raise DockerError(what, 1, reason=f"engine answered {status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def _label_query(labels: Mapping[str, str | None]) -> str:
+    wanted = [f"{k}={v}" if v else k for k, v in labels.items()]
+    return urllib.parse.quote(json.dumps({"label": wanted}))
+
+
+def labelled(kind: str, labels: Mapping[str, str | None], *,
+             timeout: float = 10.0) -> list[tuple[str, dict[str, str]]]:
+    """(name, labels) of every container (`kind` "containers", running or not) or network
+    ("networks") with these labels; over the API, else by the CLI."""
+    what = ["docker", "ps" if kind == "containers" else "network ls"]
+    try:
+        extra = "all=1&" if kind == "containers" else ""
+        rows = _engine_get(f"/{kind}/json?{extra}filters={_label_query(labels)}", what,
+                           timeout) or []
+    except LookupError:
+        listed = ps(labels=labels) if kind == "containers" else networks(labels=labels)
+        return [(str(r.get("Names") or r.get("Name")), labels_of(r)) for r in listed]
+    if kind == "containers":
+        return [(str(r["Names"][0]).lstrip("/"), dict(r.get("Labels") or {})) for r in rows]
+    return [(str(r["Name"]), dict(r.get("Labels") or {})) for r in rows]
+
+
+def remove_container(name: str, *, timeout: float = TEARDOWN_TIMEOUT) -> bool:
+    """Remove a container (running or not) with its anonymous volumes; True when it is
+    gone (a missing one counts). Over the API, else `docker rm -f`."""
+    quoted = urllib.parse.quote(positional(name, "container"), safe="")
+    try:
+        status, _ = _engine_request("DELETE", f"/containers/{quoted}?force=1&v=1",
+                                    ["docker", "rm", "-f", name], timeout)
+    except LookupError:
+        r = rm_f(name)
+        return r is None or r.returncode == 0 or "no such container" in r.stderr.lower()
+    return status in (204, 404)
 
 
 def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -420,10 +461,12 @@ def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
     asked over the engine's API without running `docker`, falling back to the CLI where
     the engine is not plain HTTP (TLS, ssh:// or a docker context)."""
     try:
-        return _engine_get(f"/images/{urllib.parse.quote(ref, safe='')}/json",
-                           ["docker", "image", "inspect", ref], timeout)
+        data: dict[str, Any] | None = _engine_get(
+            f"/images/{urllib.parse.quote(ref, safe='')}/json",
+            ["docker", "image", "inspect", ref], timeout)
     except LookupError:
         return inspect_image(ref)
+    return data
 
 
 def network_exists(name: str, *, timeout: float = 5.0) -> bool:

@@ -210,8 +210,11 @@ def test_a_second_interrupt_during_teardown_still_removes_the_bottle(
         tmpdir_env: dict[str, str]) -> None:
     """Issue 8.6: a second Ctrl-C (or SIGTERM) while `docker rm` runs must not leave the
     container running while we claim it is gone."""
+    # A docker context sends every engine call through the CLI, so the shim can stall
+    # teardown's `docker rm`.
     p = spawn("launch", "--headless", "--", "--sleep", "60", cwd=workspace,
-              env={**tmpdir_env, "SLOW_STEP": "rm", "SLOW_SECONDS": "3"})
+              env={**tmpdir_env, "SLOW_STEP": "rm", "SLOW_SECONDS": "3",
+                   "DOCKER_CONTEXT": "default"})
     wait_for(lambda: bool(bottles()))
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)
