@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bottle import reference
 from bottle.tools._argv import flag, opt, pairs, repeat
 from bottle.tools._proc import Tool, ToolError
 
@@ -66,12 +67,19 @@ def inspect_image_cmd(ref: str) -> Any:
     return TOOL["image", "inspect", "--format", "{{json .}}", ref]
 
 
+# Values that name images are checked by the reference grammar, and come after `--`, so
+# that none of them can be read as a flag (docker 28's pull, save and tag all take `--`).
+
+
 def save_cmd(ref: str, output: Path) -> Any:
-    return TOOL["save", "-o", output, ref]
+    """`ref`: an image ID or a reference. The output path is joined to its flag."""
+    return TOOL["save", f"--output={output}", "--", reference.check_any(ref)]
 
 
 def tag_cmd(source: str, target: str) -> Any:
-    return TOOL["tag", source, target]
+    """`source`: an image ID or a reference; `target`: a reference without a digest."""
+    reference.parse_tag_target(target)
+    return TOOL["tag", "--", reference.check_any(source), target]
 
 
 def push_cmd(ref: str) -> Any:
@@ -79,7 +87,8 @@ def push_cmd(ref: str) -> Any:
 
 
 def pull_cmd(ref: str, *, quiet: bool = True) -> Any:
-    return TOOL["pull", "-q", ref] if quiet else TOOL["pull", ref]
+    reference.parse(ref)
+    return TOOL[("pull", *flag("-q", quiet), "--", ref)]
 
 
 def run_cmd(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
+
+from bottle.errors import BottleError
 from bottle.tools import compose, crane, docker, registry, skopeo
 from bottle.tools.docker import Mount
 
@@ -40,11 +46,12 @@ def test_exec_env_by_name_only() -> None:
 
 
 def test_small_commands() -> None:
-    assert argv(docker.save_cmd("a:1", Path("/t/a.tar"))) == ["docker", "save", "-o",
-                                                              "/t/a.tar", "a:1"]
-    assert argv(docker.tag_cmd("a", "b")) == ["docker", "tag", "a", "b"]
+    assert argv(docker.save_cmd("a:1", Path("/t/a.tar"))) == [
+        "docker", "save", "--output=/t/a.tar", "--", "a:1"]
+    assert argv(docker.tag_cmd("a", "b")) == ["docker", "tag", "--", "a", "b"]
     assert argv(docker.push_cmd("r/a:1")) == ["docker", "push", "r/a:1"]
-    assert argv(docker.pull_cmd("r/a:1")) == ["docker", "pull", "-q", "r/a:1"]
+    assert argv(docker.pull_cmd("r/a:1")) == ["docker", "pull", "-q", "--", "r/a:1"]
+    assert argv(docker.pull_cmd("r/a:1", quiet=False)) == ["docker", "pull", "--", "r/a:1"]
     assert argv(docker.rm_cmd("a", "b")) == ["docker", "rm", "-f", "-v", "a", "b"]
     assert argv(docker.network_create_cmd("n")) == ["docker", "network", "create", "n"]
     assert argv(docker.network_rm_cmd("n")) == ["docker", "network", "rm", "n"]
@@ -53,6 +60,47 @@ def test_small_commands() -> None:
     assert argv(docker.ps_cmd(labels={"bot-bottle": "1", "x": None})) == [
         "docker", "ps", "-a", "--no-trunc", "--filter", "label=bot-bottle=1", "--filter",
         "label=x", "--format", "{{json .}}"]
+
+
+IMAGE_ID = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("bad", ["--help", "-q", "--output=/etc/passwd", "", "a b", "A:1",
+                                 "apache/airflow:|version|", "x@sha256:0"])
+def test_image_values_never_become_flags(bad: str) -> None:
+    """A bad reference is refused before any argv exists: one line naming it."""
+    for build in (lambda: docker.pull_cmd(bad), lambda: docker.save_cmd(bad, Path("/t")),
+                  lambda: docker.tag_cmd(bad, "a:1"), lambda: docker.tag_cmd(IMAGE_ID, bad)):
+        with pytest.raises(BottleError) as err:
+            build()
+        assert str(err.value).startswith(f"bad image reference {bad!r}: ")
+        assert "\n" not in str(err.value)
+
+
+def test_ids_and_digests_where_docker_takes_them() -> None:
+    assert argv(docker.save_cmd(IMAGE_ID, Path("-o.tar")))[2:] == ["--output=-o.tar", "--",
+                                                                  IMAGE_ID]
+    assert argv(docker.tag_cmd(IMAGE_ID, "r/a:1"))[2:] == ["--", IMAGE_ID, "r/a:1"]
+    assert argv(docker.pull_cmd("r/a@" + IMAGE_ID))[-1] == "r/a@" + IMAGE_ID
+    with pytest.raises(BottleError, match="cannot carry a digest"):
+        docker.tag_cmd(IMAGE_ID, "r/a@" + IMAGE_ID)
+    with pytest.raises(BottleError, match="64-hex image ID"):
+        docker.pull_cmd("ab" * 32)
+
+
+def test_docker_28_parses_these_argv(tmp_path: Path) -> None:
+    """The real docker CLI takes each shape: it gets as far as connecting to an engine (a
+    socket nobody listens on), so it read `--` and every value as we meant."""
+    if not shutil.which("docker"):
+        if os.environ.get("CI"):
+            pytest.fail("docker CLI not on PATH")
+        pytest.skip("docker CLI not on PATH")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/nobody.sock",
+           "DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": ""}
+    for cmd in (docker.pull_cmd("r/a:1"), docker.save_cmd("r/a:1", tmp_path / "-x.tar"),
+                docker.tag_cmd(IMAGE_ID, "r/a:1")):
+        r = subprocess.run(argv(cmd), env=env, capture_output=True, text=True, timeout=30)
+        assert "Cannot connect to the Docker daemon" in r.stderr, (argv(cmd), r.stderr)
 
 
 def test_skopeo_tls_off_only_for_loopback() -> None:
