@@ -61,6 +61,7 @@ def require(flavor: str) -> Path:
 def install(flavor: str, base: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Make `flavor` the compose bottle finds; returns the log of its calls (one per line)."""
     real = require("v1" if flavor == "v1" else "v2")
+    base.mkdir(parents=True, exist_ok=True)
     log = base / f"compose-{flavor}.log"
     log.touch()
     bin_dir, config = base / f"bin-{flavor}", base / f"docker-config-{flavor}"

@@ -121,12 +121,17 @@ def test_crane_insecure_only_for_loopback() -> None:
 
 
 def test_compose_config() -> None:
-    assert argv(compose.config_cmd(v2=True, files=[Path("a.yml"), Path("b.yml")],
+    plugin = compose.Compose(compose.PLUGIN, ("compose",), Path("/p/docker-compose"), v2=True)
+    v2 = compose.Compose(compose.STANDALONE, (), Path("/b/docker-compose"), v2=True)
+    v1 = compose.Compose(compose.STANDALONE, (), Path("/b/docker-compose"), v2=False)
+    assert argv(compose.config_cmd(plugin, files=[Path("a.yml"), Path("-b.yml")],
                                    project_dir=Path("/app"))) == [
-        "docker", "compose", "-f", "a.yml", "-f", "b.yml", "--project-directory", "/app",
+        "docker", "compose", "--file=a.yml", "--file=-b.yml", "--project-directory=/app",
         "config", "--format", "json"]
-    assert argv(compose.config_cmd(v2=False, profiles=["debug"])) == [
-        "docker-compose", "--profile", "debug", "config"]
+    assert argv(compose.config_cmd(v2, profiles=["--help"])) == [
+        "docker-compose", "--profile=--help", "config", "--format", "json"]
+    assert argv(compose.config_cmd(v1, profiles=["debug"])) == [
+        "docker-compose", "--profile=debug", "config"]
 
 
 def test_registry_serve() -> None:
