@@ -79,7 +79,7 @@ def main() -> None:
     compose = use_compose(args.compose, base)
     refs: list[str] = []
     try:
-        with ephemeral_registry() as reg:
+        with ephemeral_registry(tmp=base) as reg:
             for i in range(args.images):
                 ctx = base / f"img{i}"
                 ctx.mkdir()

@@ -1,33 +1,95 @@
-"""`bottle`: doit over bot-bottle's own tasks, from any directory."""
+"""`bottle` (also installed as `bot-bottle`): our usage, version and errors, with doit
+underneath deciding what runs.
+
+Everything after the first `--` goes to the agent verbatim; the rest is doit's
+command line (tasks and their options). SIGINT, SIGTERM and SIGHUP unwind so that
+every bottle is torn down; the exit code is then 128 + the signal's number.
+"""
 
 from __future__ import annotations
 
-import signal
 import sys
-from types import FrameType
+from typing import Any
+
+from bottle import __version__
+
+_COMMANDS = ("run", "list", "info", "help")
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` tears its bottle down.
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def usage() -> str:
+    from bottle import tasks
+    from bottle.config import describe
+
+    lines = [f"bot-bottle {__version__}: run AI coding agents in bottles", "",
+             "usage: bottle TASK [OPTIONS] [-- AGENT ARGS...]", "", "tasks:"]
+    for name in sorted(n for n in dir(tasks) if n.startswith("task_")):
+        doc = " ".join((getattr(tasks, name).__doc__ or "").strip().split("\n\n")[0].split())
+        lines.append(f"  {name[5:]:<13} {doc.split('. ')[0].rstrip('.')}")
+    lines += ["", "  bottle help TASK    a task's options",
+              "  bottle info TASK    whether a task would run, and why",
+              "  bottle list         the tasks", "", describe()]
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def version() -> str:
+    import platform
+
+    import doit
+
+    return (f"bot-bottle {__version__} (doit {'.'.join(map(str, doit.__version__))}, "
+            f"Python {platform.python_version()})")
+
+
+def run_doit(argv: list[str], *, bin_name: str = "bottle") -> int:
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
-    from bottle import tasks
+    from bottle import engine, tasks
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
+    class Loader(ModuleTaskLoader):  # type: ignore[misc]
+        def load_doit_config(self) -> dict[str, Any]:
+            return engine.doit_config()
+
+    class Main(DoitMain):  # type: ignore[misc]
+        DOIT_CMDS = engine.COMMANDS
+        BIN_NAME = bin_name
+
+    main = Main(Loader(tasks), config_filenames=(), extra_config={**engine.PLUGINS})
+    return int(main.run(argv) or 0)
+
+
+def _empty_values(args: list[str]) -> list[str]:
+    """`--opt ""` as `--opt=` (doit cannot take an empty argument)."""
+    out: list[str] = []
+    for a in args:
+        if a == "" and out and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] += "="
+        else:
+            out.append(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bottle import actions, signals
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args in (["-h"], ["--help"], ["help"]):
+        print(usage())
+        return 0
+    if args == ["--version"]:
+        print(version())
+        return 0
+    args = _empty_values(actions.set_agent_args(args))
+    if any(a == "" for a in args):
+        print("bottle: error: an empty argument; give agent arguments after --",
+              file=sys.stderr)
+        return 2
+    signals.install()
     try:
-        code = DoitMain(ModuleTaskLoader(tasks), extra_config={"GLOBAL": {}}).run(
-            sys.argv[1:] if argv is None else argv
-        )
-    except KeyboardInterrupt:
-        print("bottle: interrupted; bottles torn down", file=sys.stderr)
-        return 130
-    return int(code)
+        return run_doit(args)
+    except KeyboardInterrupt as err:
+        print("bottle: interrupted", file=sys.stderr)
+        return signals.exit_code(err)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import xxhash
 
 from bottle.errors import BottleError
-from cache import cache_root
+from cache.store import Store
 
 _PT_INTERP = 3
 _CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -49,18 +49,32 @@ def find_static_busybox() -> Path:
     )
 
 
-def example_context(source: Path) -> Path:
+def example_source() -> Path:
+    """The example agent's files: shipped in the wheel as bottle_examples, or in a checkout."""
+    try:
+        import bottle_examples
+
+        return Path(bottle_examples.__file__).parent / "agent"
+    except ImportError:  # a checkout on sys.path (e.g. an editable install in compat mode)
+        return Path(__file__).resolve().parent.parent / "examples" / "agent"
+
+
+def example_context(store: Store, source: Path | None = None) -> Path:
     """`source` (Dockerfile, claude, .dockerignore) plus busybox, as a context dir."""
+    source = source or example_source()
     busybox = find_static_busybox()
     files = sorted(p for p in source.iterdir() if p.is_file() and p.name != "__init__.py")
     h = xxhash.xxh64()
     for p in [*files, busybox]:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    target = cache_root() / "example-agent" / h.hexdigest()
+    target = store.area("example-agent") / h.hexdigest()
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    # Assembled in the store's tmp area (swept if we are killed), then renamed in.
+    store.area("tmp").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"example-agent.{os.getpid()}.",
+                                 dir=store.area("tmp")))
     try:
         for p in files:
             shutil.copy2(p, work / p.name)

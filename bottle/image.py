@@ -1,15 +1,18 @@
 """The image pipeline: context digest -> build -> save -> (registry push) -> pack.
 
-Cache hits are decided from the store alone: an unchanged context digest finds
-its image id, and an image id finds its `.smolmachine`, without running docker.
+The lookups here are the only place a cache hit is decided: doit's uptodate checks
+and `launch` both call them, and both print the `Decision`'s line. A hit is decided
+from the store and one question to the engine's API (is the image there, labelled
+with this context digest, under this tag?), without running docker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +21,40 @@ import xxhash
 from bottle import progress
 from bottle.config import Config
 from bottle.errors import BottleError
+from bottle.example import example_context
+from bottle.profiles import claude_context
 from bottle.tools import crane, skopeo
 from bottle.tools import docker as docker_mod
 from bottle.tools import smolvm as _smolvm
 from bottle.tools.registry import ephemeral_registry
 from cache.digest import ContextDigest, context_digest
-from cache.lock import locked
+from cache.errors import StorageError
 from cache.store import Entry, Store
 
 REPO = "bot-bottle"
+LABEL_CONTEXT = "bot-bottle.context"
+LABEL_CACHE = "bot-bottle.cache"  # which cache root built it (gc removes only its own)
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What a build reads, resolved from the config and the agent profile."""
+
+    context: Path
+    dockerfile: Path
+    tag: str
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A cache lookup's answer and the one line that says why."""
+
+    hit: bool
+    line: str
+    image_id: str | None = None
+    retag: bool = False  # a hit whose tag points elsewhere (one `docker tag` fixes it)
 
 
 @dataclass(frozen=True)
@@ -34,78 +62,164 @@ class Built:
     image_id: str
     context: ContextDigest
     built: bool
-    reason: str
+    line: str
 
     @property
-    def digest(self) -> str:
-        """First 16 hex of the image id: the key of its `.smolmachine`."""
-        return self.image_id.removeprefix("sha256:")[:16]
-
-    def summary(self) -> str:
-        """What happened and why, for the task's one line."""
-        return f"built {self.image_id[7:19]} ({self.reason})" if self.built else self.reason
+    def key(self) -> str:
+        """The image's short id (16 hex): the key of its `.smolmachine`."""
+        return short_id(self.image_id)
 
 
 @dataclass(frozen=True)
 class Packed:
     artifact: Path
-    digest: str
     built: bool
-    reason: str
+    line: str
+    key: str | None = None  # None for a committed artifact (not in the store)
 
 
-def check_inputs(cfg: Config) -> None:
-    if not cfg.build_context.is_dir():
-        raise BottleError(f"build context {cfg.build_context} is not a directory")
-    if not cfg.dockerfile_path.is_file():
-        raise BottleError(f"Dockerfile not found: {cfg.dockerfile_path}")
+def short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:16]
 
 
-def digest_context(cfg: Config, store: Store) -> ContextDigest:
-    check_inputs(cfg)
-    ident = f"{cfg.build_context.resolve()}\0{cfg.dockerfile_path.resolve()}"
-    index = store.root / "index" / f"{xxhash.xxh64_hexdigest(ident.encode())}.json"
-    return context_digest(
-        cfg.build_context, cfg.dockerfile_path, build_args=cfg.build_args, target=cfg.target,
-        index_path=index,
-    )
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:40] or "project"
 
 
-def cached_image(store: Store, ctx: ContextDigest) -> str | None:
-    """The image id recorded for this context digest, if any (no engine contact)."""
+def default_tag(cfg: Config, store: Store) -> str:
+    """One tag per project (its config file's directory, else its context), so projects
+    and test runs never re-tag each other's images; the example agent's is per cache."""
+    if cfg.image:
+        return cfg.image
+    if cfg.context is None and cfg.agent == "example":
+        key = xxhash.xxh64_hexdigest(str(store.root.resolve()).encode())[:8]
+        return f"bot-bottle/example:{key}"
+    project = cfg.project_root or cfg.context or store.root
+    key = xxhash.xxh64_hexdigest(f"{project.resolve()}\0{cfg.agent}".encode())[:8]
+    return f"bot-bottle/{_slug(project.resolve().name)}-{cfg.agent}:{key}"
+
+
+def build_inputs(cfg: Config, store: Store) -> BuildInputs:
+    """Resolve the context (assembling the example agent's when it is the one) and check
+    that it and the Dockerfile exist: one clear line when not."""
+    if cfg.context is not None:
+        context = cfg.context
+    elif cfg.agent == "example":
+        context = example_context(store)
+    else:
+        context = claude_context()
+    dockerfile = cfg.dockerfile or context / "Dockerfile"
+    if not context.is_dir():
+        raise BottleError(f"build context {context} is not a directory")
+    if not dockerfile.is_file():
+        raise BottleError(f"Dockerfile not found: {dockerfile}")
+    return BuildInputs(context, dockerfile, default_tag(cfg, store), dict(cfg.build_args),
+                       cfg.target)
+
+
+def digest_context(inputs: BuildInputs, store: Store) -> ContextDigest:
+    ident = f"{inputs.context.resolve()}\0{inputs.dockerfile.resolve()}"
+    index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident.encode())}.json"
+    return context_digest(inputs.context, inputs.dockerfile, build_args=inputs.build_args,
+                          target=inputs.target, index_path=index)
+
+
+def _familiar(tag: str) -> str:
+    """`tag` as the engine lists it in RepoTags (docker.io/library/ dropped, :latest added)."""
+    name = tag.removeprefix("docker.io/").removeprefix("library/")
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last or "@" in last else f"{name}:latest"
+
+
+def find_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Decision:
+    """The image built from this context digest, if the engine still has it.
+
+    A record that points at an image not labelled with this digest is not trusted."""
     ref = store.get_ref("context", ctx.hexdigest)
-    return str(ref["image_id"]) if ref and "image_id" in ref else None
+    image_id = str(ref["image_id"]) if ref and "image_id" in ref else None
+    if image_id is None:
+        why = "; ".join(ctx.changed) or "no image built from this context yet"
+        return Decision(False, why)
+    info = docker_mod.engine_image(image_id)
+    if info is None:
+        return Decision(False, f"image {short_id(image_id)} was removed from the engine")
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    if labels.get(LABEL_CONTEXT) != ctx.hexdigest:
+        return Decision(False, f"image {short_id(image_id)} was not built from this context")
+    store.touch_ref("context", ctx.hexdigest)
+    retag = _familiar(inputs.tag) not in (info.get("RepoTags") or [])
+    why = f" ({'; '.join(ctx.changed)})" if ctx.changed else ""
+    return Decision(True, f"cache hit {ctx.short} (image {short_id(image_id)}){why}",
+                    image_id, retag)
 
 
-def ensure_image(cfg: Config, store: Store, *, ctx: ContextDigest | None = None) -> Built:
-    """The image for `cfg`'s context: reused when its digest is recorded and the engine
-    still has it; otherwise `docker build` (once, across concurrent processes).
-    Pass `ctx` when the digest was already computed: a second walk would find nothing
-    changed, and lose the reason."""
-    ctx = ctx or digest_context(cfg, store)
-    image = cached_image(store, ctx)
-    if image and docker_mod.engine_has_image(image):
-        return Built(image, ctx, False, f"cache hit {ctx.short}")
-    with locked(store.root / "locks" / f"context-{ctx.hexdigest}.lock", what="build"):
-        image = cached_image(store, ctx)
-        if image and docker_mod.engine_has_image(image):
-            return Built(image, ctx, False, f"cache hit {ctx.short} (built by another process)")
-        why = "; ".join(ctx.changed) or (
-            "image was removed" if image else "no cached image")
-        iid = store.root / "tmp" / f"context-{ctx.hexdigest}.{os.getpid()}.iid"
-        iid.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            image_id = docker_mod.build_image(
-                cfg.build_context, cfg.image, dockerfile=cfg.dockerfile_path,
-                build_args=cfg.build_args, target=cfg.target, iidfile=iid, progress=True,
-            )
-        finally:
-            iid.unlink(missing_ok=True)
+def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest,
+                 *, network: str | None = None) -> Built:
+    """The image for this context: reused when the lookup hits (the tag is pointed at it
+    when it had moved); otherwise `docker build`, once across concurrent processes."""
+    found = find_image(inputs, store, ctx)
+    if not found.hit:
+        with store.lock(f"context-{ctx.hexdigest}", what=f"the build of {ctx.short}"):
+            again = find_image(inputs, store, ctx)
+            if not again.hit:
+                return _build(inputs, store, ctx, found.line, network=network)
+            found = Decision(True, again.line + " (built by another process)",
+                             again.image_id, again.retag)
+    assert found.image_id is not None
+    if found.retag:
+        docker_mod.tag(found.image_id, inputs.tag)
+    return Built(found.image_id, ctx, False, found.line)
+
+
+def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str,
+           *, network: str | None) -> Built:
+    iid = store.area("tmp") / f"context-{ctx.hexdigest}.{os.getpid()}.iid"
+    iid.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        image_id = docker_mod.build_image(
+            inputs.context, inputs.tag, dockerfile=inputs.dockerfile,
+            build_args=inputs.build_args, target=inputs.target, iidfile=iid,
+            labels={LABEL_CONTEXT: ctx.hexdigest, **cache_label(store)}, network=network,
+            progress=True,
+        )
+    finally:
+        iid.unlink(missing_ok=True)
+    try:
         store.put_ref("context", ctx.hexdigest, {
-            "image_id": image_id, "tag": cfg.image, "context": str(cfg.build_context.resolve()),
-            "dockerfile": str(cfg.dockerfile_path.resolve()),
+            "image_id": image_id, "tag": inputs.tag, "context": str(inputs.context.resolve()),
+            "dockerfile": str(inputs.dockerfile.resolve()),
         })
-        return Built(image_id, ctx, True, why)
+    except StorageError as err:
+        if not err.read_only:
+            raise
+        progress.say(f"build: warning: {err}; the next run builds again")
+    return Built(image_id, ctx, True, f"built {short_id(image_id)} ({why})")
+
+
+def cache_label(store: Store) -> dict[str, str]:
+    return {LABEL_CACHE: xxhash.xxh64_hexdigest(str(store.root.resolve()).encode())}
+
+
+def remove_unreferenced(store: Store) -> list[str]:
+    """Remove images this cache built that no record refers to any more (old builds of a
+    changed context, user-mapped images of removed ones); the ids removed."""
+    if not docker_mod.TOOL.available():
+        return []
+    live = {str(v["image_id"]) for kind in ("context", "user-image")
+            for _k, v in store.refs(kind) if v and "image_id" in v}
+    ours = docker_mod.images(labels=cache_label(store))
+    dead = [str(row["ID"]) for row in ours if _full_id(str(row["ID"])) not in live]
+    removed = []
+    for image_id in dead:  # one at a time: an image still used by a container stays
+        r = docker_mod.rmi(image_id)
+        if r is not None and r.returncode == 0:
+            removed.append(short_id(_full_id(image_id)))
+    return removed
+
+
+def _full_id(image_id: str) -> str:
+    return image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
 
 
 def push_tarball(tarball: Path, ref: str) -> None:
@@ -125,78 +239,86 @@ def _archive_holds(tarball: Path, image_id: str) -> bool:
     return any(hexid in m.get("Config", "") for m in manifest)
 
 
-def _save(cfg: Config, built: Built, tarball: Path) -> None:
+def _save(inputs: BuildInputs, built: Built, tarball: Path) -> None:
     """Save by tag (keeps the name in the archive); if the tag has moved to another
     image since the build, point it back at ours and save again."""
     with progress.step("save", watch=tarball):
-        docker_mod.save(cfg.image, tarball)
+        docker_mod.save(inputs.tag, tarball)
     if not _archive_holds(tarball, built.image_id):
-        docker_mod.tag(built.image_id, cfg.image)
+        docker_mod.tag(built.image_id, inputs.tag)
         with progress.step("save", watch=tarball):
-            docker_mod.save(cfg.image, tarball)
+            docker_mod.save(inputs.tag, tarball)
         if not _archive_holds(tarball, built.image_id):
             raise BottleError(f"docker save keeps writing another image than {built.image_id}")
 
 
-def _pack_into(work: Path, cfg: Config, built: Built) -> dict[str, Any]:
-    digest = built.digest
-    tarball = work / f"{digest}.image.tar"
-    _save(cfg, built, tarball)
+def _pack_into(work: Path, inputs: BuildInputs, built: Built,
+               state_dir: Path | None) -> dict[str, Any]:
+    key = built.key
+    tarball = work / f"{key}.image.tar"
+    _save(inputs, built, tarball)
     dialect = _smolvm.detect_dialect()
-    stem = work / digest
+    stem = work / key
     if dialect.packs_archives:
-        _smolvm.pack_create(tarball, stem, dialect=dialect, state_dir=cfg.smolvm_state_dir,
-                            progress=True)
+        _smolvm.pack_create(tarball, stem, dialect=dialect, state_dir=state_dir, progress=True)
     else:
-        with ephemeral_registry() as reg:
+        with ephemeral_registry(tmp=work) as reg:
             with progress.step("push"):
-                push_tarball(tarball, f"{reg.push_endpoint}/{REPO}:{digest}")
-            _smolvm.pack_create(f"{reg.pull_endpoint}/{REPO}:{digest}", stem, dialect=dialect,
-                                state_dir=cfg.smolvm_state_dir, progress=True)
+                push_tarball(tarball, f"{reg.push_endpoint}/{REPO}:{key}")
+            _smolvm.pack_create(f"{reg.pull_endpoint}/{REPO}:{key}", stem, dialect=dialect,
+                                state_dir=state_dir, progress=True)
     tarball.unlink()
     if not _smolvm.artifact_for(stem, dialect).is_file():
-        raise BottleError(f"smolvm {dialect} reported success but wrote no {digest}.smolmachine")
-    return {"image_id": built.image_id, "source_image": cfg.image, "smolvm": str(dialect),
+        raise BottleError(f"smolvm {dialect} reported success but wrote no {key}.smolmachine")
+    return {"image_id": built.image_id, "source_image": inputs.tag, "smolvm": str(dialect),
             "context_digest": built.context.hexdigest}
 
 
-def artifact_of(entry: Entry) -> Path:
+def smolmachine_file(entry: Entry) -> Path:
+    """The `.smolmachine` of a store entry (what `machine create --from` takes)."""
     return entry.file(f"{entry.key}{_smolvm.SIDECAR}")
 
 
-def cached_smolmachine(store: Store, ctx: ContextDigest) -> Entry | None:
-    image = cached_image(store, ctx)
-    if not image:
-        return None
-    return store.get("smolmachine", image.removeprefix("sha256:")[:16])
+def find_smolmachine(store: Store, ctx: ContextDigest) -> Decision:
+    """The `.smolmachine` packed from the image of this context digest, if stored."""
+    ref = store.get_ref("context", ctx.hexdigest)
+    image_id = str(ref["image_id"]) if ref and "image_id" in ref else None
+    if image_id is None:
+        return Decision(False, "; ".join(ctx.changed) or "no image built from this context yet")
+    entry = store.get("smolmachine", short_id(image_id))
+    if entry is None:
+        return Decision(False, f"no .smolmachine packed from image {short_id(image_id)}")
+    return Decision(True, f"cache hit {entry.key}", image_id)
 
 
-def ensure_smolmachine(cfg: Config, store: Store, *, ctx: ContextDigest | None = None) -> Packed:
-    """Seed 000's `_ensure_smolmachine`: image digest -> cached `.smolmachine`.
+def ensure_smolmachine(inputs: BuildInputs, store: Store, ctx: ContextDigest,
+                       *, state_dir: Path | None = None) -> Packed:
+    """Image digest -> cached `.smolmachine`.
 
-    Hit: nothing but the digest check (no docker, no registry, no smolvm).
-    Miss: build (if needed) -> save -> [registry + push] -> pack, once across processes.
-    """
-    ctx = ctx or digest_context(cfg, store)
-    entry = cached_smolmachine(store, ctx)
-    if entry:
-        return Packed(artifact_of(entry), entry.key, False, f"cache hit {entry.key}")
-    built = ensure_image(cfg, store, ctx=ctx)
-    digest = built.digest
+    Hit: nothing but the lookups (no docker, no registry, no smolvm).
+    Miss: build (if needed) -> save -> [registry + push] -> pack, once across processes."""
+    found = find_smolmachine(store, ctx)
+    if found.hit and found.image_id:
+        entry = store.get("smolmachine", short_id(found.image_id))
+        if entry is not None:
+            return Packed(smolmachine_file(entry), False, found.line, entry.key)
+    built = ensure_image(inputs, store, ctx)
+    key = built.key
     entry, fresh = store.ensure(
-        "smolmachine", digest, lambda work: _pack_into(work, cfg, built),
-        keep=lambda name: name in (digest, f"{digest}{_smolvm.SIDECAR}"),
+        "smolmachine", key, lambda work: _pack_into(work, inputs, built, state_dir),
+        keep=lambda name: name in (key, f"{key}{_smolvm.SIDECAR}"),
     )
-    reason = (f"packed {digest} ({built.reason})" if fresh
-              else f"cache hit {digest} (packed by another process)")
-    return Packed(artifact_of(entry), digest, fresh, reason)
+    line = (f"packed {key} ({built.line})" if fresh
+            else f"cache hit {key} (packed by another process)")
+    return Packed(smolmachine_file(entry), fresh, line, key)
 
 
-def agent_artifact(cfg: Config, store: Store, *, ctx: ContextDigest | None = None) -> Packed:
-    """Seed 000's `_agent_from_path`: a committed artifact that exists is used as is;
-    a missing one falls back to build + pack."""
+def committed_or_packed(cfg: Config, inputs: BuildInputs, store: Store,
+                        ctx: ContextDigest) -> Packed:
+    """A committed artifact that exists is used as is; a missing one falls back to
+    build + pack."""
     if cfg.artifact is not None:
         if cfg.artifact.is_file():
-            return Packed(cfg.artifact, "committed", False, f"using committed {cfg.artifact}")
+            return Packed(cfg.artifact, False, f"using committed {cfg.artifact}")
         progress.say(f"pack: committed artifact {cfg.artifact} is missing; building instead")
-    return ensure_smolmachine(cfg, store, ctx=ctx)
+    return ensure_smolmachine(inputs, store, ctx, state_dir=cfg.smolvm_state_dir)

@@ -1,7 +1,8 @@
 """`launch`: prepare the image or artifact, start a bottle, run the agent, tear it down.
 
 The exit code is the agent's. The bottle is removed on success, failure, Ctrl-C and
-SIGTERM; one left by a SIGKILLed launch is swept by the next launch.
+SIGTERM (teardown is shielded from a second one); what a SIGKILLed launch left is
+swept by the next launch.
 """
 
 from __future__ import annotations
@@ -10,65 +11,86 @@ import os
 import sys
 import uuid
 
-from bottle import image
-from bottle.backend import DEFAULT_USER, WORKSPACE, Bottle
-from bottle.backend import docker as docker_backend
-from bottle.backend import smolmachines as smol_backend
-from bottle.config import Config
+from bottle import backend as backends
+from bottle.backend import Backend, BottleSpec
+from bottle.config import Config, cwd
 from bottle.errors import BottleError
+from bottle.profiles import PROFILES
 from bottle.progress import say
-from bottle.tools import docker, smolvm
 from cache.store import Store
 
 
-def resolve_backend(name: str) -> str:
-    if name == "auto":
-        return "smolmachines" if smolvm.can_boot() else "docker"
-    return name
+def choose(name: str, store: Store) -> Backend:
+    """The backend named, or for `auto` smolmachines where a microVM really boots, else
+    docker (saying why)."""
+    registry = backends.registry()
+    if name != "auto":
+        chosen = registry[name]
+        why = chosen.available(store)
+        if why is not None:
+            raise BottleError(f"the {name} backend cannot run here: {why}")
+        return chosen
+    from bottle.backend.smolmachines import SmolmachinesBackend
+
+    smol = registry["smolmachines"]
+    assert isinstance(smol, SmolmachinesBackend)
+    why = smol.boots(store)
+    if why is None:
+        return smol
+    say(f"launch: backend auto: using docker ({why})")
+    return registry["docker"]
 
 
-def _secrets(cfg: Config) -> dict[str, str]:
-    missing = [n for n in cfg.secrets if n not in os.environ]
-    if missing:
+def spec_of(cfg: Config, store: Store) -> BottleSpec:
+    """The bottle a config asks for, checked before anything starts."""
+    profile = PROFILES[cfg.agent]
+    workspace = cfg.workspace or cwd()
+    if not workspace.is_dir():
+        raise BottleError(f"workspace {workspace} is not a directory")
+    names = profile.secrets if cfg.secrets is None else tuple(cfg.secrets)
+    missing = [n for n in names if n not in os.environ]
+    if cfg.secrets is not None and missing:
         raise BottleError(f"secret {missing[0]} is not set in the environment")
-    return {n: os.environ[n] for n in cfg.secrets}
+    secrets = {n: os.environ[n] for n in names if n in os.environ}
+    for n, v in secrets.items():
+        if "\0" in v or "\n" in v or "\r" in v:
+            raise BottleError(f"secret {n} holds a NUL or a line break")
+    clash = sorted(set(secrets) & set(cfg.env))
+    if clash:
+        raise BottleError(f"{clash[0]} is both in env and in secrets")
+    return BottleSpec(
+        launch_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        command=cfg.command or profile.command, workspace=workspace.resolve(), user=cfg.user,
+        network=cfg.network or profile.network,
+        egress=tuple(profile.egress if cfg.egress is None else cfg.egress),
+        egress_network=cfg.egress_network, env=dict(cfg.env), secrets=secrets,
+        allow_cidrs=tuple(cfg.allow_cidrs), cpus=cfg.cpus, memory=cfg.memory,
+        pids_limit=cfg.pids_limit, state_dir=cfg.smolvm_state_dir,
+        agent_state=profile.state,
+    )
+
+
+def sweep(store: Store, only: Backend | None = None) -> list[str]:
+    """What launches that were killed left behind, removed (every available backend)."""
+    removed: list[str] = []
+    for b in [only] if only else backends.registry().values():
+        removed += b.sweep(store)
+    return removed
 
 
 def launch(cfg: Config, store: Store) -> int:
-    backend = resolve_backend(cfg.backend)
-    if not cfg.workspace.is_dir():
-        raise BottleError(f"workspace {cfg.workspace} is not a directory")
-    secrets = _secrets(cfg)
+    backend = choose(cfg.backend, store)
+    spec = spec_of(cfg, store)
     tty = cfg.tty if cfg.tty is not None else sys.stdin.isatty() and sys.stdout.isatty()
-    launch_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    bottle: Bottle
-    for name in (docker_backend.sweep() if backend == "docker" else smol_backend.sweep()):
+    for name in sweep(store, backend):
         say(f"launch: removed {name}, left by a launch that was killed")
-    if backend == "docker":
-        built = image.ensure_image(cfg, store)
-        say(f"build: {built.summary()}")
-        bottle = docker_backend.start(
-            built.image_id, launch_id=launch_id, agent_command=cfg.agent,
-            workspace=cfg.workspace, network=cfg.network, env={**cfg.env, **secrets},
-        )
-        runner = docker.TOOL
-    else:
-        packed = image.agent_artifact(cfg, store)
-        say(f"pack: {packed.reason}")
-        bottle = smol_backend.start(
-            packed.artifact, launch_id=launch_id, agent_command=cfg.agent,
-            workspace=cfg.workspace, network=cfg.network, allow_cidrs=cfg.allow_cidrs,
-            env=cfg.env, secrets=list(secrets), state_dir=cfg.smolvm_state_dir,
-        )
-        runner = smolvm.TOOL
-    try:
-        if bottle.exec(["test", "-w", WORKSPACE]).returncode != 0:
-            say(f"launch: warning: {DEFAULT_USER} cannot write {WORKSPACE} "
-                f"(host {cfg.workspace} is owned by uid {cfg.workspace.stat().st_uid})")
-        argv = bottle.agent_argv(cfg.agent_args, tty=tty)
-        say(f"launch: {backend} bottle {launch_id} running {cfg.agent}")
-        code = runner.run_attached(runner[tuple(argv[1:])])
-    finally:
-        bottle.close()
+    prepared = backend.prepare(cfg, store)
+    say(prepared.line)
+    with backends.started(backend, prepared, spec, store) as bottle:
+        say(f"launch: {backend.name} bottle {spec.launch_id} running {spec.command}")
+        code = bottle.run_agent(cfg.agent_args, tty=tty)
+    if bottle.left:
+        say(f"launch: could not remove {', '.join(bottle.left)}; the next launch or "
+            "`bottle sweep` removes it")
     say(f"launch: agent exited {code}; bottle removed")
     return code

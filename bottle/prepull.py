@@ -209,7 +209,7 @@ def _reason(err: docker.DockerError) -> str:
 
 def _tagged_at(image: str) -> datetime | None:
     """When the engine last tagged `image` (compose's age for a refresh policy)."""
-    info = docker.inspect_image(image)
+    info = docker.engine_image(image)
     if info is None:
         return None
     stamp = str((info.get("Metadata") or {}).get("LastTagTime") or "")

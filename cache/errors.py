@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input or a state the user can fix (a bad .dockerignore pattern, an unusable
@@ -9,3 +12,29 @@ class UserError(Exception):
 
     The `bottle` layer's errors derive from this one, so one handler at the top turns
     every user-caused failure into one line and a non-zero exit."""
+
+
+class StorageError(UserError):
+    """The cache root cannot be written: full, read-only, or not a directory."""
+
+    def __init__(self, message: str, *, read_only: bool = False) -> None:
+        super().__init__(message)
+        self.read_only = read_only
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(err: OSError, where: Path) -> StorageError | None:
+    """The one-line error for a failed cache write, or None when `err` is not about
+    the storage (a bug, which should keep its traceback)."""
+    if err.errno in _FULL:
+        return StorageError(f"cache: no space left on the device of {where} "
+                            "(free some space, or run `bottle cache_gc`)")
+    if err.errno in _READ_ONLY:
+        return StorageError(f"cache: cannot write {where}: {(err.strerror or 'denied').lower()}",
+                            read_only=True)
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return StorageError(f"cache: {where} is not a directory (check BOTTLE_CACHE_DIR)")
+    return None

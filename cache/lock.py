@@ -1,33 +1,30 @@
-"""An exclusive lock per cache key (flock: released by the kernel if the holder dies)."""
+"""An exclusive lock per cache key (flock: the kernel releases it if the holder dies).
+
+flock belongs to an open file description: two opens in one process are two
+owners, so code holding a key's lock must never take it again (the store's reads
+take no lock for that reason)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def locked(path: Path, *, what: str, notice_after: float = 1.0) -> Iterator[None]:
-    """Hold an exclusive lock on `path`; say once on stderr if we have to wait."""
+def locked(path: Path, *, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold an exclusive lock on `path`. When another process holds it, call `on_wait`
+    once (to tell the user) and block until it is released; a signal still interrupts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        started = time.monotonic()
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told and time.monotonic() - started >= notice_after:
-                    print(f"waiting for another bottle process working on {what}", file=sys.stderr)
-                    told = True
-                time.sleep(0.05)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -48,7 +45,7 @@ def is_locked(path: Path) -> bool:
     """True while some process holds the lock at `path`."""
     try:
         fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,24 +1,36 @@
-"""The one class that writes the cache.
+"""The one class that owns the cache root.
 
-Layout under the cache root:
-    objects/<kind>/<key>/     complete entries: their files plus meta.json
-    tmp/<kind>-<key>.*        work in progress (never read; swept under the key's lock)
-    locks/<kind>-<key>.lock   flock per key
-    refs/<kind>/<key>.json    small records (e.g. context digest -> image id)
+Every area under the root is named in `AREAS` and reached through `Store.area`;
+`gc` covers all of them:
+
+    objects/<kind>/<key>/   complete entries: their files plus meta.json
+    refs/<kind>/<key>.json  small records (context digest -> image id), each checksummed
+    index/                  stat indexes of build contexts (rebuilt when missing)
+    locks/                  one flock file per key
+    tmp/                    work in progress: `<kind>-<key>.<pid>.<rand>`
+    doit/                   doit's dependency databases, one per project directory
+    prepull/                compose's resolved image lists
+    example-agent/          the bundled example agent's build context
+    run/                    records of running launches (swept when their launcher died)
+    logs/                   full output of failed tools
+    state/                  agents' state (logins) per project
+    probe/                  answers of slow host probes
 
 An entry is built in a temp dir beside its final place and renamed in, so a reader
 sees all of it or none. `ensure` checks, takes the key's lock, checks again (another
-process may have finished the work meanwhile), builds, renames. Reads verify each
-file against the size and xxh3-128 recorded at commit: a stat fingerprint says when
-re-hashing can be skipped; a mismatch is reported, the entry evicted and rebuilt.
+process may have finished the work meanwhile), builds, commits. `get` is a pure read:
+it verifies each file against the size and xxh3-128 recorded at commit (a stat
+fingerprint says when re-hashing can be skipped) and never evicts; eviction happens
+only under the key's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -26,11 +38,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cache.atomic import write_atomic
+import xxhash
+
+from cache.atomic import stale_temp, write_atomic
 from cache.digest import hash_file
+from cache.errors import StorageError, UserError, storage_error
 from cache.lock import is_locked, locked, pid_alive
 
 META = "meta.json"
+AREAS = ("objects", "refs", "index", "locks", "tmp", "doit", "prepull", "example-agent",
+         "run", "logs", "state", "probe")
+# Areas of small files, each a record that can be dropped (recomputed on demand).
+_RECORD_AREAS = ("refs", "index", "prepull", "probe", "logs")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HEX = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _checked(part: str, what: str) -> str:
+    if not _NAME.match(part):
+        raise UserError(f"cache: invalid {what} {part!r}")
+    return part
 
 
 @dataclass(frozen=True)
@@ -45,72 +72,161 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return sum(int(f["size"]) for f in self.meta["files"].values())
+        files = self.meta.get("files")
+        if not isinstance(files, dict):
+            return _du(self.path)
+        return sum(int(f.get("size", 0)) for f in files.values() if isinstance(f, dict))
 
     @property
     def last_used(self) -> float:
         try:
             return (self.path / META).stat().st_mtime
-        except FileNotFoundError:
+        except OSError:
             return 0.0
 
 
-class CorruptEntry(Exception):
-    pass
+@dataclass(frozen=True)
+class Removed:
+    """Something `gc` or `verify` removed: its area, name and size in bytes."""
+
+    area: str
+    name: str
+    size: int
 
 
 def _fingerprint(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def meta_problem(meta: Any, kind: str, key: str) -> str | None:
+    """What is wrong with an entry's metadata, or None: it is validated like data."""
+    if not isinstance(meta, dict):
+        return "meta.json is not an object"
+    if meta.get("kind") != kind or meta.get("key") != key:
+        return "meta.json names another entry"
+    if not isinstance(meta.get("created"), int | float):
+        return "meta.json has no creation time"
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        return "meta.json lists no files"
+    for name, rec in files.items():
+        if not isinstance(name, str) or "/" in name or name in (META, "", ".", ".."):
+            return f"meta.json lists a bad file name {name!r}"
+        if (not isinstance(rec, dict) or not isinstance(rec.get("size"), int)
+                or not isinstance(rec.get("xxh3_128"), str) or not _HEX.match(rec["xxh3_128"])
+                or not isinstance(rec.get("stat"), list)):
+            return f"meta.json has a bad record for {name}"
+    return None
+
+
+def _ref_checksum(value: Mapping[str, Any]) -> str:
+    return xxhash.xxh3_128_hexdigest(json.dumps(dict(value), sort_keys=True).encode())
+
+
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, on_wait: Callable[[str], None] = lambda what: None,
+                 on_problem: Callable[[str], None] = lambda message: None) -> None:
+        """`on_wait(what)` is called when another process holds a key we need;
+        `on_problem(message)` when a damaged entry or record is found (it is rebuilt)."""
         self.root = root
+        self._on_wait = on_wait
+        self._on_problem = on_problem
 
     # --- paths ---
-    def _entry_dir(self, kind: str, key: str) -> Path:
-        return self.root / "objects" / kind / key
+    def area(self, name: str) -> Path:
+        if name not in AREAS:
+            raise ValueError(f"unknown cache area {name!r}")
+        return self.root / name
 
-    def _lock(self, kind: str, key: str) -> Path:
-        return self.root / "locks" / f"{kind}-{key}.lock"
+    def _entry_dir(self, kind: str, key: str) -> Path:
+        return self.area("objects") / _checked(kind, "kind") / _checked(key, "key")
+
+    def lock_path(self, name: str) -> Path:
+        return self.area("locks") / f"{_checked(name, 'lock name')}.lock"
 
     def _ref(self, kind: str, key: str) -> Path:
-        return self.root / "refs" / kind / f"{key}.json"
+        return self.area("refs") / _checked(kind, "kind") / f"{_checked(key, 'key')}.json"
 
-    # --- refs: small atomic records ---
+    @contextlib.contextmanager
+    def lock(self, name: str, *, what: str) -> Iterator[None]:
+        """Hold the lock `name` (tell `on_wait` when another process has it)."""
+        try:
+            with locked(self.lock_path(name), on_wait=lambda: self._on_wait(what)):
+                yield
+        except OSError as err:
+            raise self._storage(err, self.area("locks")) from None
+
+    def _storage(self, err: OSError, where: Path) -> OSError | StorageError:
+        mapped = storage_error(err, where)
+        return mapped if mapped is not None else err
+
+    # --- refs: small atomic records, each with its checksum ---
     def get_ref(self, kind: str, key: str) -> dict[str, Any] | None:
+        path = self._ref(kind, key)
         try:
-            data = json.loads(self._ref(kind, key).read_bytes())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def put_ref(self, kind: str, key: str, value: Mapping[str, Any]) -> None:
-        write_atomic(self._ref(kind, key), json.dumps(dict(value), sort_keys=True).encode())
-
-    # --- entries ---
-    def get(self, kind: str, key: str, *, touch: bool = True) -> Entry | None:
-        """The entry, verified; None if absent or corrupt (a corrupt one is evicted)."""
-        path = self._entry_dir(kind, key)
-        try:
-            meta = json.loads((path / META).read_bytes())
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            meta = None
-        entry = Entry(kind, key, path, meta or {})
-        problem = "unreadable meta.json" if meta is None else self._check(entry, full=False)
-        if problem:
-            print(f"cache: {kind}/{key} is corrupt ({problem}); rebuilding it", file=sys.stderr)
-            with locked(self._lock(kind, key), what=f"{kind} {key}"):
-                self._evict(path)
+            data = None
+        value = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(value, dict) or data.get("xxh3_128") != _ref_checksum(value):
+            self._on_problem(f"cache: record {kind}/{key} is damaged; ignoring it")
             return None
-        if touch:
-            os.utime(path / META)
+        return value
+
+    def put_ref(self, kind: str, key: str, value: Mapping[str, Any]) -> None:
+        path = self._ref(kind, key)
+        record = {"value": dict(value), "xxh3_128": _ref_checksum(value)}
+        try:
+            write_atomic(path, json.dumps(record, sort_keys=True).encode())
+        except OSError as err:
+            raise self._storage(err, path.parent) from None
+
+    def touch_ref(self, kind: str, key: str) -> None:
+        """Mark a record used (gc drops the least recently used); best effort."""
+        with contextlib.suppress(OSError):
+            os.utime(self._ref(kind, key))
+
+    def refs(self, kind: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """(key, value) of every record of `kind`; value None when damaged."""
+        d = self.area("refs") / _checked(kind, "kind")
+        with contextlib.suppress(FileNotFoundError):
+            for p in sorted(d.glob("*.json")):
+                yield p.stem, self.get_ref(kind, p.stem)
+
+    # --- entries ---
+    def get(self, kind: str, key: str, *, touch: bool = True) -> Entry | None:
+        """The entry, verified; None if absent or damaged. A pure read: it never evicts
+        (the next `ensure` replaces a damaged entry under the key's lock)."""
+        entry, problem = self._read(kind, key)
+        if problem:
+            self._on_problem(f"cache: {kind}/{key} is damaged ({problem}); rebuilding it")
+            return None
+        if entry is not None and touch:
+            with contextlib.suppress(OSError):  # evicted meanwhile: still a valid read
+                os.utime(entry.path / META)
         return entry
 
-    def _check(self, entry: Entry, *, full: bool) -> str | None:
-        for name, rec in entry.meta.get("files", {}).items():
+    def _read(self, kind: str, key: str, *, full: bool = False
+              ) -> tuple[Entry | None, str | None]:
+        path = self._entry_dir(kind, key)
+        try:
+            raw = (path / META).read_bytes()
+        except FileNotFoundError:
+            return None, ("meta.json is missing" if path.is_dir() else None)
+        except OSError as err:
+            return None, f"meta.json is unreadable: {err.strerror}"
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            return None, "meta.json is not JSON"
+        problem = meta_problem(meta, kind, key)
+        entry = Entry(kind, key, path, meta if isinstance(meta, dict) else {})
+        return entry, problem or self._check_files(entry, full=full)
+
+    def _check_files(self, entry: Entry, *, full: bool) -> str | None:
+        for name, rec in entry.meta["files"].items():
             p = entry.path / name
             try:
                 st = p.stat()
@@ -119,8 +235,11 @@ class Store:
             if st.st_size != rec["size"]:
                 return f"{name} is {st.st_size} bytes, {rec['size']} expected"
             unchanged = not full and _fingerprint(st) == rec["stat"]
-            if not unchanged and hash_file(p) != rec["xxh3_128"]:
-                return f"{name} content does not match its xxh3-128"
+            try:
+                if not unchanged and hash_file(p) != rec["xxh3_128"]:
+                    return f"{name} content does not match its xxh3-128"
+            except FileNotFoundError:
+                return f"{name} is missing"
         return None
 
     def ensure(
@@ -134,118 +253,188 @@ class Store:
         """The entry for (kind, key), building it once if needed. Returns (entry, built).
 
         `build(workdir)` writes the entry's files into `workdir` and returns extra
-        metadata; files for which `keep(name)` is false are dropped before commit.
-        """
+        metadata; files for which `keep(name)` is false are dropped before commit."""
         found = self.get(kind, key)
         if found:
             return found, False
-        with locked(self._lock(kind, key), what=f"{kind} {key}"):
-            found = self.get(kind, key)
-            if found:
+        with self.lock(f"{kind}-{key}", what=f"{kind} {key}"):
+            found, problem = self._read(kind, key)
+            if found and not problem:
                 return found, False
+            self._evict(self._entry_dir(kind, key))  # damaged, and we hold its lock
             self._sweep_tmp(held=f"{kind}-{key}")
-            work = self.root / "tmp" / f"{kind}-{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-            work.mkdir(parents=True)
+            work = self.area("tmp") / f"{kind}-{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
             try:
-                extra = dict(build(work))
-                files: dict[str, Any] = {}
-                for p in sorted(work.iterdir()):
-                    if not keep(p.name) or not p.is_file():
-                        _remove(p)
-                        continue
-                    with open(p, "rb") as f:
-                        os.fsync(f.fileno())
-                    files[p.name] = {
-                        "size": p.stat().st_size, "xxh3_128": hash_file(p),
-                        "stat": _fingerprint(p.stat()),
-                    }
-                meta = {"kind": kind, "key": key, "created": time.time(), "files": files, **extra}
-                (work / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+                work.mkdir(parents=True)
+                meta = self._build(kind, key, work, build, keep)
                 final = self._entry_dir(kind, key)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(work, final)
-            except BaseException:
+            except BaseException as err:
                 shutil.rmtree(work, ignore_errors=True)
+                if isinstance(err, OSError):
+                    raise self._storage(err, self.root) from None
                 raise
             return Entry(kind, key, final, meta), True
 
-    def entries(self, kind: str | None = None) -> Iterator[Entry]:
-        base = self.root / "objects"
-        kinds = [kind] if kind else sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-        for k in kinds:
-            d = base / k
-            if not d.is_dir():
+    def _build(self, kind: str, key: str, work: Path,
+               build: Callable[[Path], Mapping[str, Any]],
+               keep: Callable[[str], bool]) -> dict[str, Any]:
+        extra = dict(build(work))
+        files: dict[str, Any] = {}
+        for p in sorted(work.iterdir()):
+            if not keep(p.name) or not p.is_file() or p.is_symlink():
+                _remove(p)
                 continue
-            for p in sorted(d.iterdir()):
-                try:
-                    meta = json.loads((p / META).read_bytes())
-                except (OSError, ValueError):
-                    meta = {"files": {}, "corrupt": True}
-                yield Entry(k, p.name, p, meta)
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+            st = p.stat()
+            files[p.name] = {"size": st.st_size, "xxh3_128": hash_file(p),
+                             "stat": _fingerprint(st)}
+        if not files:
+            raise UserError(f"cache: building {kind}/{key} produced no file to keep")
+        meta = {**extra, "kind": kind, "key": key, "created": time.time(), "files": files}
+        (work / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        return meta
+
+    def entries(self, kind: str | None = None) -> Iterator[tuple[Entry, str | None]]:
+        """Every entry with its problem (None when sound by its stat fingerprints)."""
+        base = self.area("objects")
+        try:
+            kinds = [kind] if kind else sorted(p.name for p in base.iterdir())
+        except FileNotFoundError:
+            return
+        for k in kinds:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for p in sorted((base / k).iterdir()):
+                    if not _NAME.match(p.name):
+                        continue
+                    entry, problem = self._read(k, p.name)
+                    yield entry or Entry(k, p.name, p, {}), problem
 
     def remove(self, entry: Entry) -> None:
-        with locked(self._lock(entry.kind, entry.key), what=f"{entry.kind} {entry.key}"):
+        with self.lock(f"{entry.kind}-{entry.key}", what=f"{entry.kind} {entry.key}"):
             self._evict(entry.path)
 
     def _evict(self, path: Path) -> None:
         if not path.exists():
             return
         # Rename first so nobody ever reads a half-deleted entry.
-        grave = self.root / "tmp" / f"evicted-{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        grave = self.area("tmp") / f"evicted-{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         grave.parent.mkdir(parents=True, exist_ok=True)
         os.rename(path, grave)
         shutil.rmtree(grave, ignore_errors=True)
 
-    def verify(self) -> list[tuple[Entry, str]]:
-        """Re-hash every file of every entry; evict and return the bad ones."""
-        bad: list[tuple[Entry, str]] = []
-        for e in list(self.entries()):
-            problem = "unreadable meta.json" if e.meta.get("corrupt") else self._check(e, full=True)
-            if problem:
-                bad.append((e, problem))
-                self.remove(e)
-        return bad
+    def verify(self) -> tuple[int, list[tuple[str, str]]]:
+        """Re-hash every file of every entry and check every record. Evicts what is
+        bad. Returns (how many were checked, [(name, problem)])."""
+        bad: list[tuple[str, str]] = []
+        checked = 0
+        for e, _ in list(self.entries()):
+            checked += 1
+            with self.lock(f"{e.kind}-{e.key}", what=f"{e.kind} {e.key}"):
+                _, problem = self._read(e.kind, e.key, full=True)
+                if problem:
+                    bad.append((f"{e.kind}/{e.key}", problem))
+                    self._evict(e.path)
+        refs = self.area("refs")
+        for p in sorted(refs.glob("*/*.json")) if refs.is_dir() else []:
+            checked += 1
+            if self.get_ref(p.parent.name, p.stem) is None:
+                bad.append((f"record {p.parent.name}/{p.stem}", "checksum does not match"))
+                p.unlink(missing_ok=True)
+        return checked, bad
 
     def gc(
         self, *, max_bytes: int | None = None, max_age_seconds: float | None = None,
         now: float | None = None,
-    ) -> list[Entry]:
-        """Drop entries unused for longer than the age budget, then least recently used
-        ones until the rest fit the size budget. Also sweeps abandoned temp dirs."""
+    ) -> list[Removed]:
+        """Drop entries and records unused for longer than the age budget, then the least
+        recently used entries until the rest fit the size budget; sweep abandoned temp
+        work in every area."""
         now = time.time() if now is None else now
-        self._sweep_tmp()
-        live = sorted(self.entries(), key=lambda e: e.last_used)
-        removed: list[Entry] = []
+        removed = self._sweep_tmp()
+        live: list[Entry] = []
+        for e, problem in self.entries():
+            if problem:
+                self.remove(e)
+                removed.append(Removed("objects", f"{e.kind}/{e.key}", e.size))
+            else:
+                live.append(e)
+        live.sort(key=lambda e: e.last_used)
         if max_age_seconds is not None:
             for e in [e for e in live if now - e.last_used > max_age_seconds]:
                 self.remove(e)
-                removed.append(e)
+                removed.append(Removed("objects", f"{e.kind}/{e.key}", e.size))
                 live.remove(e)
+            removed += self._gc_records(now - max_age_seconds)
         if max_bytes is not None:
             total = sum(e.size for e in live)
             for e in list(live):
                 if total <= max_bytes:
                     break
                 self.remove(e)
-                removed.append(e)
+                removed.append(Removed("objects", f"{e.kind}/{e.key}", e.size))
                 total -= e.size
         return removed
 
-    def _sweep_tmp(self, held: str | None = None) -> None:
+    def _gc_records(self, cutoff: float) -> list[Removed]:
+        """Records (and doit databases) not used since `cutoff`; all can be recomputed."""
+        removed = []
+        for area in (*_RECORD_AREAS, "doit"):
+            base = self.area(area)
+            for p in sorted(base.rglob("*")) if base.is_dir() else []:
+                with contextlib.suppress(OSError):
+                    st = p.lstat()
+                    if p.is_file() and st.st_mtime < cutoff:
+                        p.unlink()
+                        removed.append(Removed(area, str(p.relative_to(base)), st.st_size))
+        return removed
+
+    def _sweep_tmp(self, held: str | None = None) -> list[Removed]:
         """Remove work left by processes that died (SIGKILL, power loss): a temp dir of
-        the key whose lock we hold, or one whose lock nobody holds and whose writer is gone."""
-        tmp = self.root / "tmp"
-        if not tmp.is_dir():
-            return
-        for p in tmp.iterdir():
+        the key whose lock we hold, or one whose lock nobody holds and whose writer is
+        gone; and `write_atomic` temp files of dead writers in every area."""
+        removed: list[Removed] = []
+        tmp = self.area("tmp")
+        for p in sorted(tmp.iterdir()) if tmp.is_dir() else []:
             owner, _, rest = p.name.partition(".")
             if owner != held:
-                if is_locked(self.root / "locks" / f"{owner}.lock"):
+                if _NAME.match(owner) and is_locked(self.lock_path(owner)):
                     continue
                 pid = rest.split(".", 1)[0]
                 if pid.isdigit() and pid_alive(int(pid)):
                     continue
+            removed.append(Removed("tmp", p.name, _du(p)))
             _remove(p)
+        if held is None:
+            for area in AREAS:
+                base = self.area(area)
+                if area in ("objects", "tmp") or not base.is_dir():
+                    continue
+                for p in base.rglob(".*.tmp"):
+                    if stale_temp(p.name):
+                        removed.append(Removed(area, p.name, _du(p)))
+                        p.unlink(missing_ok=True)
+        return removed
+
+    def usage(self) -> dict[str, int]:
+        """Bytes used by each area."""
+        return {a: _du(self.area(a)) for a in AREAS if self.area(a).exists()}
+
+
+def _du(path: Path) -> int:
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+    except OSError:
+        return 0
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
 
 
 def _remove(p: Path) -> None:
@@ -253,3 +442,9 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
     else:
         p.unlink(missing_ok=True)
+
+
+def check_root(root: Path) -> None:
+    """One clear line when the cache root cannot be a directory we write."""
+    if root.exists() and not root.is_dir():
+        raise StorageError(f"cache: {root} is not a directory (check BOTTLE_CACHE_DIR)")

@@ -141,12 +141,18 @@ def recording_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return calls
 
 
+WORKSPACE_UID = 1234  # a host user that is neither root nor the image's node (1000)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, engine: str) -> Path:
-    """A workspace to launch in, with one file, on a machine with an engine."""
+    """A workspace to launch in, with one file, owned like a user's (not by root)."""
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "hello.txt").write_text("hi\n")
+    if os.geteuid() == 0:
+        os.chown(ws, WORKSPACE_UID, WORKSPACE_UID)
+        os.chown(ws / "hello.txt", WORKSPACE_UID, WORKSPACE_UID)
     return ws
 
 

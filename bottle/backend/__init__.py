@@ -1,35 +1,84 @@
-"""The Bottle contract both backends keep (seed 004's parity scenarios)."""
+"""The contract every backend keeps, and the dict of backends.
+
+A `Backend` owns its whole lifecycle: whether it can run here (`available`), making
+the image or artifact ready (`prepare`), starting a bottle (`start`) and removing
+what killed launches left behind (`sweep`). A `Bottle` runs its own agent, runs
+commands in itself, and tears itself down once (`close`, safe to call twice).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from bottle.config import Config
+from bottle.signals import shielded
+from bottle.tools._proc import Result
 from cache.lock import pid_alive
+from cache.store import Store
 
 DEFAULT_USER = "node"
 WORKSPACE = "/workspace"
 LABEL = "bot-bottle"
 
+ExecResult = Result  # what `Bottle.exec` returns: exit code and captured text
+
 
 @dataclass(frozen=True)
-class ExecResult:
-    returncode: int
-    stdout: str
-    stderr: str
+class BottleSpec:
+    """Everything a bottle is made of, validated (one value per launch)."""
+
+    launch_id: str
+    command: str
+    workspace: Path
+    user: str = DEFAULT_USER
+    network: str = "none"
+    egress: tuple[str, ...] = ()
+    egress_network: str = "bridge"
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)  # name -> value
+    allow_cidrs: tuple[str, ...] = ()
+    cpus: str | None = None
+    memory: str | None = None
+    pids_limit: int = 1024
+    state_dir: Path | None = None  # smolvm --state-dir
+    agent_state: tuple[str, ...] = ()  # paths under the agent's home kept per project
+    agent_state_dir: Path | None = None  # where the host keeps them
+
+    @property
+    def name(self) -> str:
+        return f"bot-bottle-{self.launch_id}"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` made ready: an image (docker) or a `.smolmachine` (smolmachines)."""
+
+    line: str  # what was done and why, e.g. "build: cache hit 3f2a9c1d0b7e"
+    image_id: str | None = None
+    artifact: Path | None = None
 
 
 class Bottle(Protocol):
-    """A running bottle: the agent's argv, commands in it, and its teardown."""
+    """A bottle: its agent, commands in it, and its teardown."""
+
+    left: list[str]  # what `close` could not remove (the next sweep does)
 
     def agent_argv(self, extra: Sequence[str], *, tty: bool) -> list[str]:
-        """The host argv that runs the agent (with `extra` args) inside the bottle."""
+        """The host argv that runs the agent (with `extra` args) in the bottle."""
         ...
 
-    def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> ExecResult:
-        """Run `cmd` (a shell string or an argv) inside the bottle and capture it."""
+    def run_agent(self, extra: Sequence[str], *, tty: bool) -> int:
+        """Run the agent attached to our terminal; its exit code."""
+        ...
+
+    def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> Result:
+        """Run `cmd` (a shell string or an argv) in the bottle and capture it."""
         ...
 
     def close(self) -> None:
@@ -37,12 +86,128 @@ class Bottle(Protocol):
         ...
 
 
-def launcher_alive(host: str | None, pid: str | int | None) -> bool:
-    """Whether the launch that made a bottle still runs: same host, and its pid is alive.
-    A bottle whose launcher is gone was left by a killed run: sweep it."""
-    pid = str(pid or "")
-    return host == os.uname().nodename and pid.isdigit() and pid_alive(int(pid))
+class Backend(Protocol):
+    name: str
+
+    def available(self, store: Store) -> str | None:
+        """None when bottles can run here, else why not (one line)."""
+        ...
+
+    def prepare(self, cfg: Config, store: Store) -> Prepared:
+        """Ensure the image or artifact (built or reused from the cache)."""
+        ...
+
+    def start(self, prepared: Prepared, spec: BottleSpec, store: Store) -> Bottle:
+        """A bottle ready to run its agent; its resources are torn down by `close`."""
+        ...
+
+    def sweep(self, store: Store) -> list[str]:
+        """Remove what launches that were killed left behind; what was removed."""
+        ...
+
+
+class Teardown:
+    """One teardown per bottle: callbacks run last-in first-out, once, shielded from a
+    second Ctrl-C; a failed step does not stop the others, and what could not be
+    removed is named in one line (the next sweep removes it)."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+        self._done = False
+
+    def add(self, name: str, step: Callable[[], object]) -> None:
+        self._steps.append((name, step))
+
+    def close(self) -> list[str]:
+        """Run every step; return the names of those that failed."""
+        if self._done:
+            return []
+        self._done = True
+        failed: list[str] = []
+        with shielded(self._what):
+            while self._steps:
+                name, step = self._steps.pop()
+                try:
+                    ok = step()
+                except Exception:
+                    ok = False
+                if ok is False or (isinstance(ok, Result) and ok.returncode != 0):
+                    failed.append(name)
+        return failed
+
+
+# --- who launched a bottle, and whether they can be proven gone -------------------------
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pidns() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+@functools.cache
+def owner_token() -> str:
+    """Who we are, in a form `launcher_dead` can check later: boot, pid namespace, pid
+    and the pid's start time."""
+    pid = os.getpid()
+    return f"{_boot_id()}/{_pidns()}/{pid}/{_start_time(pid)}"
+
+
+def launcher_dead(token: str | None) -> bool:
+    """True only when the launch that made a bottle provably no longer runs: same boot
+    and pid namespace as ours, and its pid gone (or reused by a younger process).
+    Another host, another container's pid namespace, or a token we cannot read: not
+    provably dead, so the bottle stays."""
+    parts = (token or "").split("/")
+    if len(parts) != 4 or not parts[2].isdigit() or not parts[0] or not parts[1]:
+        return False
+    boot, ns, pid, started = parts
+    if boot != _boot_id() or ns != _pidns():
+        return False
+    return not pid_alive(int(pid)) or (bool(started) and _start_time(int(pid)) != started)
+
+
+def labels(spec: BottleSpec, role: str) -> dict[str, str]:
+    return {LABEL: "1", f"{LABEL}.launch": spec.launch_id, f"{LABEL}.role": role,
+            f"{LABEL}.owner": owner_token(), f"{LABEL}.host": os.uname().nodename}
 
 
 def shell(cmd: str | Sequence[str]) -> list[str]:
     return ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+
+
+@contextlib.contextmanager
+def started(backend: Backend, prepared: Prepared, spec: BottleSpec,
+            store: Store) -> Iterator[Bottle]:
+    """`backend.start`, closed on every way out."""
+    bottle = backend.start(prepared, spec, store)
+    try:
+        yield bottle
+    finally:
+        bottle.close()
+
+
+def registry() -> dict[str, Backend]:
+    """The backends by name (imported on first use: each pulls in its tools)."""
+    from bottle.backend.docker import DockerBackend
+    from bottle.backend.smolmachines import SmolmachinesBackend
+
+    return {"docker": DockerBackend(), "smolmachines": SmolmachinesBackend()}

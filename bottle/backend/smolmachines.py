@@ -1,28 +1,47 @@
-"""smolmachines backend: a microVM from the cached `.smolmachine`; the agent via `machine exec`.
+"""smolmachines backend: a microVM from the cached `.smolmachine`; the agent via
+`machine exec`.
 
 Lifecycle: create --from -> start -> wait until `exec true` answers -> copy the
-workspace in -> exec the agent as node -> (copy the workspace back) -> stop -> delete.
+workspace in -> exec the agent as node -> copy the workspace back -> stop -> delete.
 Plain env reaches the agent as `-e K=V`; secrets only as `--secret-env NAME=NAME`
-references that smolvm resolves from its own environment.
+references that smolvm resolves from its own environment (which the runner sets).
+Each launch keeps a record under the cache's run/ area, so a later sweep can remove
+the machine of a launch that was killed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tarfile
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bottle.backend import DEFAULT_USER, WORKSPACE, ExecResult, launcher_alive, shell
-from bottle.tools import smolvm
+from bottle import image
+from bottle.backend import (
+    DEFAULT_USER,
+    WORKSPACE,
+    BottleSpec,
+    Prepared,
+    Teardown,
+    launcher_dead,
+    owner_token,
+    shell,
+)
+from bottle.config import Config
+from bottle.errors import BottleError
+from bottle.tools import _proc, smolvm
+from bottle.tools._proc import Result
 from bottle.tools.smolvm import Dialect
-from cache import cache_root
 from cache.atomic import write_atomic
+from cache.store import Store
+
+PROBE_TIMEOUT = 60.0
+PROBE_NEGATIVE_TTL = 86400.0  # retry a failed boot probe after a day
 
 
 class SmolmachinesBottle:
@@ -35,7 +54,8 @@ class SmolmachinesBottle:
         secret_env: Sequence[str] = (),
         dialect: Dialect | None = None,
         state_dir: Path | None = None,
-        teardown: Callable[[], None] | None = None,
+        teardown: Teardown | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.guest_env = dict(guest_env)
@@ -43,7 +63,9 @@ class SmolmachinesBottle:
         self.secret_env = list(secret_env)
         self._dialect = dialect
         self.state_dir = state_dir
-        self._teardown = teardown
+        self._teardown = teardown or Teardown(f"machine {name}")
+        self._secrets = dict(secrets or {})
+        self.left: list[str] = []
 
     @property
     def dialect(self) -> Dialect:
@@ -51,27 +73,32 @@ class SmolmachinesBottle:
             self._dialect = smolvm.detect_dialect()
         return self._dialect
 
-    def agent_argv(self, extra: Sequence[str], *, tty: bool) -> list[str]:
-        cmd = smolvm.machine_exec_cmd(
+    def _cmd(self, extra: Sequence[str], tty: bool) -> _proc.Command:
+        return smolvm.machine_exec_cmd(
             self.name, [self.agent_command, *extra], dialect=self.dialect, user=DEFAULT_USER,
             env=self.guest_env, secret_env=self.secret_env, workdir=WORKSPACE,
             interactive=tty, tty=tty, state_dir=self.state_dir,
         )
-        return [str(a) for a in cmd.formulate()]
 
-    def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> ExecResult:
-        r = smolvm.machine_exec(self.name, shell(cmd), dialect=self.dialect, user=user,
-                                state_dir=self.state_dir)
-        return ExecResult(r.returncode, r.stdout, r.stderr)
+    def agent_argv(self, extra: Sequence[str], *, tty: bool) -> list[str]:
+        return self._cmd(extra, tty).argv
+
+    def run_agent(self, extra: Sequence[str], *, tty: bool) -> int:
+        return _proc.run_attached(self._cmd(extra, tty), env=self._secrets)
+
+    def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> Result:
+        return smolvm.machine_exec(self.name, shell(cmd), dialect=self.dialect, user=user,
+                                   state_dir=self.state_dir)
 
     def close(self) -> None:
-        teardown, self._teardown = self._teardown, None
-        if teardown is not None:
-            teardown()
+        self.left += self._teardown.close()
 
 
-def _runs() -> Path:
-    return cache_root() / "run" / "smolmachines"
+def _must(b: SmolmachinesBottle, script: str) -> None:
+    r = b.exec(script, user="root")
+    if r.returncode != 0:
+        raise smolvm.SmolvmError(["smolvm", "machine", "exec", "--name", b.name], r.returncode,
+                                 r.stdout, r.stderr)
 
 
 def _copy_in(b: SmolmachinesBottle, workspace: Path, tmp: Path) -> None:
@@ -94,90 +121,169 @@ def _copy_out(b: SmolmachinesBottle, workspace: Path, tmp: Path) -> None:
         tar.extractall(workspace, filter="data")
 
 
-def _must(b: SmolmachinesBottle, script: str) -> None:
-    r = b.exec(script, user="root")
-    if r.returncode != 0:
-        raise smolvm.SmolvmError(["smolvm", "machine", "exec", "--name", b.name], r.returncode,
-                                 r.stdout, r.stderr)
+@dataclass(frozen=True)
+class NetArgs:
+    net: bool = False
+    cidrs: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
 
 
-def start(
-    artifact: Path,
-    *,
-    launch_id: str,
-    agent_command: str,
-    workspace: Path,
-    network: str,
-    allow_cidrs: Sequence[str],
-    env: Mapping[str, str],
-    secrets: Sequence[str],
-    state_dir: Path | None,
-) -> SmolmachinesBottle:
-    dialect = smolvm.detect_dialect()
-    name = f"bot-bottle-{launch_id}"
-    record = _runs() / f"{name}.json"
-    write_atomic(record, json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
-                                     "state_dir": str(state_dir or "")}).encode())
-    kw: dict[str, Any] = {"dialect": dialect, "state_dir": state_dir}
-    tmp = Path(tempfile.mkdtemp(prefix="bot-bottle-ws."))
+def net_args(spec: BottleSpec, dialect: Dialect) -> NetArgs:
+    """smolvm's egress flags for the spec's network; never wider than asked."""
+    if spec.network == "none":
+        if spec.allow_cidrs:
+            raise BottleError("allow_cidrs needs a network: set network = egress")
+        return NetArgs()
+    if spec.network == "host":
+        return NetArgs(True, spec.allow_cidrs)
+    if spec.network == "egress":
+        if not dialect.egress_persists:
+            raise BottleError(
+                f"smolvm {dialect} does not keep an egress allow-list for machines made with "
+                "--from (1.8 and later do): upgrade smolvm, or use network = none")
+        if "observe" in spec.egress:
+            raise BottleError("egress = observe needs the docker backend (smolvm records "
+                              "only what it denies)")
+        ported = [h for h in spec.egress if ":" in h]
+        if ported:
+            raise BottleError(f"egress rule {ported[0]!r}: smolvm allow-lists take no ports "
+                              "(drop the port, or use the docker backend)")
+        if not spec.egress and not spec.allow_cidrs:
+            raise BottleError("network = egress with an empty allow-list: nothing could be "
+                              "reached (use network = none)")
+        return NetArgs(True, spec.allow_cidrs,
+                       tuple(h for h in spec.egress if not h.startswith("*.")),
+                       tuple(h for h in spec.egress if h.startswith("*.")))
+    raise BottleError(f"network {spec.network!r}: the smolmachines backend supports none, "
+                      "host and egress")
 
-    def teardown() -> None:
+
+class SmolmachinesBackend:
+    name = "smolmachines"
+
+    def available(self, store: Store) -> str | None:
+        if not smolvm.TOOL.available():
+            return f"smolvm not found on PATH: {smolvm.TOOL.hint}"
+        if os.uname().sysname != "Darwin" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return "no usable /dev/kvm"
+        return None
+
+    def boots(self, store: Store) -> str | None:
+        """The thorough check `auto` makes: does a microVM really boot here?"""
+        return self.available(store) or boot_probe(store)
+
+    def prepare(self, cfg: Config, store: Store) -> Prepared:
+        inputs = image.build_inputs(cfg, store)
+        packed = image.committed_or_packed(cfg, inputs, store,
+                                           image.digest_context(inputs, store))
+        return Prepared(f"pack: {packed.line}", artifact=packed.artifact)
+
+    def start(self, prepared: Prepared, spec: BottleSpec, store: Store) -> SmolmachinesBottle:
+        assert prepared.artifact is not None
+        dialect = smolvm.detect_dialect()
+        net = net_args(spec, dialect)
+        name, state_dir = spec.name, spec.state_dir
+        record = store.area("run") / "smolmachines" / f"{name}.json"
+        write_atomic(record, json.dumps({"owner": owner_token(), "host": os.uname().nodename,
+                                         "state_dir": str(state_dir or "")}).encode())
+        tmp = store.area("tmp") / f"launch-{spec.launch_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        teardown = Teardown(f"machine {name}")
+        teardown.add("run record", lambda: record.unlink(missing_ok=True))
+        teardown.add("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
+        bottle = SmolmachinesBottle(
+            name, guest_env=spec.env, agent_command=spec.command, secret_env=list(spec.secrets),
+            dialect=dialect, state_dir=state_dir, teardown=teardown, secrets=spec.secrets)
         try:
+            smolvm.machine_create(name, dialect=dialect, from_path=prepared.artifact,
+                                  allow_cidrs=net.cidrs, allow_hosts=net.hosts,
+                                  allow_host_patterns=net.patterns, net=net.net,
+                                  state_dir=state_dir)
+            teardown.add(f"machine {name}", lambda: _remove(name, dialect, state_dir))
+            smolvm.machine_start(name, dialect=dialect, state_dir=state_dir)
+            smolvm.wait_exec_ready(name, dialect=dialect, state_dir=state_dir)
+            _copy_in(bottle, spec.workspace, tmp)
+            teardown.add("workspace copy-back", lambda: _copy_out(bottle, spec.workspace, tmp))
+        except BaseException:
+            bottle.close()
+            raise
+        return bottle
+
+    def sweep(self, store: Store) -> list[str]:
+        """Stop and delete machines whose launching process is provably gone."""
+        removed: list[str] = []
+        runs = store.area("run") / "smolmachines"
+        if not smolvm.TOOL.available():
+            return removed  # the records stay until smolvm can remove their machines
+        for record in sorted(runs.glob("*.json")) if runs.is_dir() else []:
             try:
-                _copy_out(bottle, workspace, tmp)
-            finally:
-                try:
-                    smolvm.machine_stop(name, **kw)
-                finally:
-                    smolvm.machine_delete(name, **kw)
-        finally:
-            record.unlink(missing_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    bottle = SmolmachinesBottle(name, guest_env=env, agent_command=agent_command,
-                                secret_env=secrets, dialect=dialect, state_dir=state_dir)
-    created = False
-    try:
-        smolvm.machine_create(name, from_path=artifact, allow_cidrs=allow_cidrs,
-                              net=network != "none" or bool(allow_cidrs), **kw)
-        created = True
-        smolvm.machine_start(name, **kw)
-        smolvm.wait_exec_ready(name, **kw)
-        _copy_in(bottle, workspace, tmp)
-    except BaseException:
-        try:
-            if created:
-                _remove_quietly(name, state_dir=state_dir)
-        finally:
-            record.unlink(missing_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    bottle._teardown = teardown
-    return bottle
-
-
-def _remove_quietly(name: str, *, state_dir: Path | None) -> None:
-    """Stop and delete a machine whose errors must not hide the failure being handled."""
-    for step in (smolvm.machine_stop, smolvm.machine_delete):
-        with contextlib.suppress(smolvm.SmolvmError):
-            step(name, state_dir=state_dir)
-
-
-def sweep() -> list[str]:
-    """Stop and delete machines whose launching process is gone; return their names."""
-    removed: list[str] = []
-    runs = _runs()
-    if not runs.is_dir():
+                data = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict) or not launcher_dead(data.get("owner")):
+                continue
+            name = record.stem
+            state_dir = Path(data["state_dir"]) if data.get("state_dir") else None
+            if _remove(name, smolvm.detect_dialect(), state_dir):
+                record.unlink(missing_ok=True)
+                removed.append(name)
         return removed
-    for record in runs.glob("*.json"):
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
-        if launcher_alive(data.get("host"), data.get("pid")):
-            continue
-        name = record.stem
-        _remove_quietly(name, state_dir=Path(data["state_dir"]) if data.get("state_dir") else None)
-        record.unlink(missing_ok=True)
-        removed.append(name)
-    return removed
+
+
+def _remove(name: str, dialect: Dialect, state_dir: Path | None) -> bool:
+    """Stop and delete a machine; True when it is gone (a missing one counts)."""
+    smolvm.machine_stop(name, dialect=dialect, state_dir=state_dir)
+    r = smolvm.machine_delete(name, dialect=dialect, state_dir=state_dir)
+    return r.returncode == 0 or "not found" in (r.stderr + r.stdout).lower()
+
+
+def boot_probe(store: Store) -> str | None:
+    """Whether a microVM really boots here: create, start and `exec true` a bare machine
+    once per host and smolvm binary (the answer is kept; a failure is retried daily).
+    None when it boots, else the reason."""
+    path = smolvm.TOOL.require()
+    st = os.stat(path)
+    kvm = _kvm_state()
+    key = f"smolvm-{os.uname().nodename}-{st.st_ino}-{st.st_mtime_ns}-{kvm}"
+    record = store.area("probe") / f"{key}.json"
+    try:
+        data = json.loads(record.read_text())
+        if data["ok"] or time.time() - data["at"] < PROBE_NEGATIVE_TTL:
+            return None if data["ok"] else str(data["why"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    why = _probe_once(store)
+    write_atomic(record, json.dumps({"ok": why is None, "why": why, "at": time.time()}).encode())
+    return why
+
+
+def _kvm_state() -> str:
+    if os.uname().sysname == "Darwin":
+        return "hvf"
+    try:
+        st = os.stat("/dev/kvm")
+    except OSError:
+        return "nokvm"
+    return f"{st.st_mode:o}-{st.st_uid}-{st.st_gid}"
+
+
+def _probe_once(store: Store) -> str | None:
+    dialect = smolvm.detect_dialect()
+    name = f"bot-bottle-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    state_dir = None
+    if dialect.state_dir:
+        state_dir = store.area("tmp") / f"probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        state_dir.mkdir(parents=True)
+    try:
+        smolvm.machine_create(name, dialect=dialect, state_dir=state_dir)
+        smolvm.machine_start(name, dialect=dialect, state_dir=state_dir)
+        smolvm.wait_exec_ready(name, dialect=dialect, state_dir=state_dir,
+                               timeout=PROBE_TIMEOUT)
+        return None
+    except smolvm.SmolvmError as err:
+        return f"no microVM boots here ({err.reason})"
+    finally:
+        _remove(name, dialect, state_dir)
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,22 +1,32 @@
-"""The one place external programs are run.
+"""The one place external programs are run: one command type, one result type, one
+stop policy.
 
-Every tool module builds plumbum commands against the program's plain name (so
-`.formulate()` gives the argv without running or even finding anything) and runs
-them through `Tool.run`, which finds the program on the *current* PATH, passes
-exactly the *current* environment (plumbum's own popen would merge in its snapshot
-of the environment from import time), kills the child on Ctrl-C or timeout, and
-turns a non-zero exit into the tool's error type with secret values redacted.
+A `Command` is a value: the tool and its arguments, built by pure functions in each
+tool module (nothing runs, nothing is looked up). `run` finds the program on the
+*current* PATH, passes exactly the current environment (plus what the caller adds),
+captures the output and turns a non-zero exit into the tool's error type with
+secret values redacted.
+
+Children run in their own session, so a Ctrl-C at the terminal reaches only us; we
+then stop the child with the stop policy (SIGINT, then SIGTERM, then SIGKILL to its
+process group, each after a grace period). If we die, even by SIGKILL, the kernel
+kills the child too (parent-death signal). The attached agent is the exception: it
+shares our terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +34,7 @@ from bottle.errors import BottleError
 
 REDACTED = "<redacted>"
 _TAIL_BYTES = 64 * 1024
+GRACE = 3.0  # seconds between the stop policy's signals
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -42,7 +53,8 @@ class ToolMissing(BottleError):
 
 
 class ToolError(BottleError):
-    """A program exited non-zero (or timed out). Carries argv, return code and output."""
+    """A program exited non-zero (or timed out). Carries argv, return code and output;
+    `str()` is one line with the cause, `detail()` everything (for the log)."""
 
     def __init__(
         self,
@@ -59,38 +71,48 @@ class ToolError(BottleError):
         self.returncode = returncode
         self.stdout = redact(stdout, secrets)
         self.stderr = redact(stderr, secrets)
-        self.reason = redact(reason, secrets) if reason else _last_line(self.stderr, self.stdout)
+        self.reason = redact(reason, secrets) if reason else cause(self.stderr, self.stdout)
         super().__init__(self._one_line())
 
     def _one_line(self) -> str:
-        head = [Path(self.argv[0]).name, *self.argv[1:3]]
-        what = " ".join(head)
+        what = " ".join([Path(self.argv[0]).name, *self.argv[1:3]])
         return f"{what} failed (exit {self.returncode}): {self.reason or 'no output'}"
 
     def detail(self) -> str:
-        """Everything, for logs and debugging: argv, return code, stdout, stderr."""
+        """Everything, for the log: argv, return code, stdout, stderr (all redacted)."""
         return (
             f"command: {' '.join(self.argv)}\nreturn code: {self.returncode}\n"
-            f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+            f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}\n"
         )
 
 
-def _last_line(*texts: str) -> str:
+# Lines that tell the user where to read more, not what went wrong.
+_HINTS = re.compile(
+    r"^(run '.*--help' for more information|see '.*--help'\.?|usage:.*|"
+    r"for more details see .*|\s*\^+\s*)$", re.IGNORECASE,
+)
+_ERRORISH = re.compile(r"(^|\W)(error|fatal|failed|denied|not found|no such|invalid|unable)",
+                       re.IGNORECASE)
+_MAX_CAUSE = 400
+
+
+def cause(*texts: str) -> str:
+    """The line (or short block) of a tool's output that says what went wrong.
+
+    Usage hints are skipped; the last paragraph holding an error-ish line is kept,
+    joined into one line (a YAML error's "in file, line N" stays with its message)."""
     for text in texts:
-        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-        if lines:
-            return lines[-1]
+        lines = [ln.strip() for ln in text.strip().splitlines()]
+        lines = [ln for ln in lines if ln and not _HINTS.match(ln)]
+        if not lines:
+            continue
+        hits = [i for i, ln in enumerate(lines) if _ERRORISH.search(ln)]
+        start = hits[-1] if hits else len(lines) - 1
+        # The error line and the few lines after it that explain it ("in file, line N").
+        block = lines[start:start + 4]
+        one = " ".join(block)
+        return one if len(one) <= _MAX_CAUSE else one[: _MAX_CAUSE - 3] + "..."
     return ""
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a finished program left behind (exit code and captured text)."""
-
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @dataclass(frozen=True)
@@ -101,11 +123,9 @@ class Tool:
     hint: str
     error: type[ToolError] = ToolError
 
-    def __getitem__(self, args: Any) -> Any:
-        """`tool["a", "b"]`: a plumbum bound command for program + args (nothing is looked up)."""
-        if not isinstance(args, tuple):
-            args = (args,)
-        return _local_command(self.program)[tuple(str(a) for a in args)]
+    def cmd(self, *args: str | Path | int) -> Command:
+        """A command of this tool (nothing runs, nothing is looked up)."""
+        return Command(self, tuple(str(a) for a in args))
 
     def which(self) -> str | None:
         return shutil.which(self.program, path=os.environ.get("PATH", os.defpath))
@@ -119,137 +139,147 @@ class Tool:
             raise ToolMissing(self.program, self.hint)
         return path
 
-    def run(
-        self,
-        cmd: Any,
-        *,
-        check: bool = True,
-        input: bytes | str | None = None,
-        stdin: IO[bytes] | None = None,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        secrets: Iterable[str] = (),
-        progress: bool = False,
-        cwd: str | Path | None = None,
-    ) -> Result:
-        """Run `cmd` (from `tool[...]`), capture its output, raise `self.error` on non-zero.
 
-        `env` is laid over the current environment. With `progress=True` and a
-        terminal on stderr, the program's output is streamed there as it comes.
-        """
-        argv = [str(a) for a in cmd.formulate()]
-        path = self.require()
-        full_env = {**os.environ, **(env or {})}
-        secrets = tuple(secrets)
-        stream = progress and sys.stderr.isatty()
-        data = input.encode() if isinstance(input, str) else input
-        popen = _popen(
-            path,
-            argv,
-            env=full_env,
-            cwd=str(cwd) if cwd else None,
-            stdin=subprocess.PIPE if data is not None else (stdin or subprocess.DEVNULL),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if stream else subprocess.PIPE,
-        )
-        try:
-            if stream:
-                out, err = _tee(popen, timeout), b""
-            else:
-                out, err = popen.communicate(data, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(popen)
-            raise self.error(
-                argv, -9, secrets=secrets, reason=f"timed out after {timeout:g}s"
-            ) from None
-        except BaseException:
-            _kill(popen)
-            raise
-        result = Result(argv, int(popen.returncode), _text(out), _text(err))
-        if check and result.returncode != 0:
-            raise self.error(argv, result.returncode, result.stdout, result.stderr, secrets=secrets)
-        return result
+@dataclass(frozen=True)
+class Command:
+    """A program and its arguments: a value, compared and printed as its argv."""
 
-    def spawn(
-        self,
-        cmd: Any,
-        *,
-        env: Mapping[str, str] | None = None,
-        log: IO[bytes] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Start a long-lived server. It gets SIGKILL if we die, even by SIGKILL (Linux)."""
-        path = self.require()
-        argv = [str(a) for a in cmd.formulate()]
-        return _popen(
-            path,
-            argv,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=log or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
+    tool: Tool = field(compare=False)
+    args: tuple[str, ...]
 
-    def run_attached(
-        self,
-        cmd: Any,
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | Path | None = None,
-    ) -> int:
-        """Run with the caller's stdin/stdout/stderr (an agent session); return its exit code."""
-        path = self.require()
-        argv = [str(a) for a in cmd.formulate()]
-        proc = _popen(
-            path,
-            argv,
-            env={**os.environ, **(env or {})},
-            cwd=str(cwd) if cwd else None,
-            stdin=None,
-            stdout=None,
-            stderr=None,
-        )
-        try:
-            return int(proc.wait())
-        except BaseException:
-            _kill(proc)
-            raise
+    @property
+    def argv(self) -> list[str]:
+        return [self.tool.program, *self.args]
+
+    def __str__(self) -> str:
+        return " ".join(self.argv)
 
 
-def _local_command(program: str) -> Any:
-    # Imported on first use: the warm (cache-hit) path runs no tool and needn't pay for it.
-    from plumbum.machines.local import LocalCommand
+@dataclass(frozen=True)
+class Result:
+    """What a finished program left behind: its exit code and captured text."""
 
-    return LocalCommand(program)
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def _popen(path: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start `path` with argv[1:] and exactly the env given.
+def run(
+    cmd: Command,
+    *,
+    check: bool = True,
+    input: bytes | str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    progress: bool = False,
+    cwd: str | Path | None = None,
+) -> Result:
+    """Run `cmd`, capture its output, raise the tool's error on a non-zero exit.
 
-    Not through plumbum's popen: it lays its import-time snapshot of the environment
-    under the one passed, so a variable unset since then would still reach the child."""
-    return subprocess.Popen([path, *argv[1:]], **kwargs)
+    `env` is laid over the current environment. With `progress=True` and a terminal
+    on stderr, the program's output is streamed there as it comes."""
+    path = cmd.tool.require()
+    secrets = tuple(secrets)
+    stream = progress and sys.stderr.isatty()
+    data = input.encode() if isinstance(input, str) else input
+    proc = _popen(
+        path, cmd.argv, env=env, cwd=cwd, own_session=True,
+        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if stream else subprocess.PIPE,
+    )
+    try:
+        if stream:
+            out, err = _tee(proc, timeout), b""
+        else:
+            out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        raise cmd.tool.error(cmd.argv, -9, secrets=secrets,
+                             reason=f"timed out after {timeout:g}s") from None
+    except BaseException:
+        stop(proc)
+        raise
+    result = Result(cmd.argv, int(proc.returncode), _text(out), _text(err))
+    if check and result.returncode != 0:
+        raise cmd.tool.error(cmd.argv, result.returncode, result.stdout, result.stderr,
+                             secrets=secrets)
+    return result
+
+
+def spawn(cmd: Command, *, log: IO[bytes] | None = None,
+          env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-lived server in its own session; it dies with us (even by SIGKILL)."""
+    return _popen(cmd.tool.require(), cmd.argv, env=env, own_session=True,
+                  stdin=subprocess.DEVNULL, stdout=log or subprocess.DEVNULL,
+                  stderr=subprocess.STDOUT)
+
+
+def run_attached(cmd: Command, *, env: Mapping[str, str] | None = None) -> int:
+    """Run with our stdin/stdout/stderr and terminal (an agent session); its exit code.
+
+    It shares our process group, so a Ctrl-C reaches it as it reaches us; on our way
+    out it gets the stop policy."""
+    proc = _popen(cmd.tool.require(), cmd.argv, env=env, own_session=False,
+                  stdin=None, stdout=None, stderr=None)
+    try:
+        return int(proc.wait())
+    except BaseException:
+        stop(proc, group=False)
+        raise
+
+
+def _popen(path: str, argv: Sequence[str], *, env: Mapping[str, str] | None,
+           own_session: bool, cwd: str | Path | None = None,
+           **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start `path` with argv[1:] and exactly the current env plus `env`."""
+    return subprocess.Popen(
+        [path, *argv[1:]], env={**os.environ, **(env or {})},
+        cwd=str(cwd) if cwd else None, start_new_session=own_session,
+        preexec_fn=_die_with_parent, **kwargs,
+    )
 
 
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def stop(proc: subprocess.Popen[Any], *, group: bool = True, grace: float = GRACE) -> None:
+    """The stop policy: SIGINT, then SIGTERM, then SIGKILL, each after `grace` seconds;
+    with `group`, to the child's whole process group, until none of it is left."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if not _running(proc, group):
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        deadline = time.monotonic() + grace
+        while _running(proc, group) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    proc.wait()
+
+
+def _running(proc: subprocess.Popen[Any], group: bool) -> bool:
+    if proc.poll() is None:
+        return True
+    if not group:
+        return False
+    try:
+        os.killpg(proc.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _text(data: bytes | str | None) -> str:
     if data is None:
         return ""
     return data.decode(errors="replace") if isinstance(data, bytes) else data
-
-
-def _kill(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
 
 
 def _tee(proc: subprocess.Popen[Any], timeout: float | None) -> bytes:

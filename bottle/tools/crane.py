@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from bottle.tools._proc import Tool, ToolError
+from bottle.tools import _proc
+from bottle.tools._proc import Command, Tool, ToolError
 from bottle.tools.skopeo import is_loopback
 
 
@@ -20,9 +20,9 @@ TOOL = Tool(
 )
 
 
-def push_cmd(tarball: Path, ref: str) -> Any:
-    return TOOL[("push", *(["--insecure"] if is_loopback(ref) else []), tarball, ref)]
+def push_cmd(tarball: Path, ref: str) -> Command:
+    return TOOL.cmd("push", *(["--insecure"] if is_loopback(ref) else []), "--", tarball, ref)
 
 
 def push(tarball: Path, ref: str, *, progress: bool = False) -> None:
-    TOOL.run(push_cmd(tarball, ref), progress=progress)
+    _proc.run(push_cmd(tarball, ref), progress=progress)

@@ -1,7 +1,8 @@
 """docker CLI: argv builders, runners and `DockerError`.
 
-Secrets never reach argv: container env goes through `--env-file` (a 0600 file the
-caller owns) and `exec -e NAME` (the value is read from the docker CLI's environment).
+No value can become a flag: option values use the `--flag=value` form and positional
+values come after `--`. Secrets never reach argv: container env is passed as bare
+`-e NAME`, which the docker CLI fills from its own environment (the runner sets it).
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bottle import reference
-from bottle.tools._argv import flag, opt, pairs, repeat
-from bottle.tools._proc import Tool, ToolError
+from bottle.errors import BottleError
+from bottle.tools import _proc
+from bottle.tools._argv import eq, flag, pairs_eq, repeat_eq
+from bottle.tools._proc import Command, Result, Tool, ToolError
 
 
 class DockerError(ToolError):
@@ -30,6 +33,20 @@ TOOL = Tool(
     "install the Docker engine and CLI (Debian: apt-get install docker.io) and start dockerd",
     DockerError,
 )
+TEARDOWN_TIMEOUT = 60.0
+
+
+def positional(value: str, what: str) -> str:
+    """A value for a positional slot: refused when the tool could read it as something
+    else (empty, a flag, or holding control characters)."""
+    if not value or value.startswith("-") or any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise BottleError(f"invalid {what} {value!r}")
+    return value
+
+
+def _csv_field(text: str) -> str:
+    """One field of docker's `--mount` value (read with Go's encoding/csv)."""
+    return '"' + text.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -41,8 +58,41 @@ class Mount:
     readonly: bool = False
 
     def spec(self) -> str:
-        ro = ",readonly" if self.readonly else ""
-        return f"type=bind,source={self.source},target={self.target}{ro}"
+        """The `--mount` value. Every field is CSV-quoted, so a comma, quote or `=` in a
+        path stays part of that path; a CR (which Go's CSV reader rewrites) is refused."""
+        source = str(self.source)
+        if "\r" in source or "\0" in source:
+            raise BottleError(f"cannot mount {source!r}: the path holds a carriage return")
+        fields = ["type=bind", f"source={source}", f"target={self.target}"]
+        return ",".join(_csv_field(f) for f in fields) + (",readonly" if self.readonly else "")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Options of `docker run` that matter to a bottle (each maps to one flag)."""
+
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env_names: Sequence[str] = ()
+    network: str | None = None
+    network_aliases: Sequence[str] = ()
+    user: str | None = None
+    mounts: Sequence[Mount] = ()
+    volumes: Sequence[str] = ()
+    workdir: str | None = None
+    entrypoint: str | None = None
+    detach: bool = False
+    remove: bool = False
+    interactive: bool = False
+    tty: bool = False
+    init: bool = False
+    cap_drop: Sequence[str] = ()
+    security_opt: Sequence[str] = ()
+    pids_limit: int | None = None
+    cpus: str | None = None
+    memory: str | None = None
+    read_only: bool = False
+    dns: Sequence[str] = ()
 
 
 # --- argv builders ------------------------------------------------------------------------
@@ -57,61 +107,61 @@ def build_cmd(
     target: str | None = None,
     iidfile: Path | None = None,
     labels: Mapping[str, str] | None = None,
-) -> Any:
-    return TOOL[("build", *opt("-t", tag), *opt("-f", dockerfile),
-                 *pairs("--build-arg", build_args), *opt("--target", target),
-                 *opt("--iidfile", iidfile), *pairs("--label", labels), str(context))]
+    network: str | None = None,
+) -> Command:
+    return TOOL.cmd(
+        "build", *eq("--tag", tag), *eq("--file", dockerfile),
+        *pairs_eq("--build-arg", build_args or {}),
+        *eq("--target", target), *eq("--iidfile", iidfile),
+        *pairs_eq("--label", labels or {}),
+        *eq("--network", network), "--", str(context),
+    )
 
 
-def inspect_image_cmd(ref: str) -> Any:
-    return TOOL["image", "inspect", "--format", "{{json .}}", ref]
+def inspect_image_cmd(ref: str) -> Command:
+    return TOOL.cmd("image", "inspect", "--format={{json .}}", "--", positional(ref, "image"))
 
 
-# Values that name images are checked by the reference grammar, and come after `--`, so
-# that none of them can be read as a flag (docker 28's pull, save and tag all take `--`).
+# Image values are also checked by the reference grammar (bottle.reference): a bad one is
+# one line naming it and why, before any argv exists.
 
 
-def save_cmd(ref: str, output: Path) -> Any:
-    """`ref`: an image ID or a reference. The output path is joined to its flag."""
-    return TOOL["save", f"--output={output}", "--", reference.check_any(ref)]
+def save_cmd(ref: str, output: Path) -> Command:
+    """`ref`: an image ID or a reference."""
+    return TOOL.cmd("save", f"--output={output}", "--",
+                    positional(reference.check_any(ref), "image"))
 
 
-def tag_cmd(source: str, target: str) -> Any:
+def tag_cmd(source: str, target: str) -> Command:
     """`source`: an image ID or a reference; `target`: a reference without a digest."""
     reference.parse_tag_target(target)
-    return TOOL["tag", "--", reference.check_any(source), target]
+    return TOOL.cmd("tag", "--", positional(reference.check_any(source), "image"),
+                    positional(target, "image"))
 
 
-def push_cmd(ref: str) -> Any:
-    return TOOL["push", ref]
-
-
-def pull_cmd(ref: str, *, quiet: bool = True) -> Any:
+def pull_cmd(ref: str) -> Command:
     reference.parse(ref)
-    return TOOL[("pull", *flag("-q", quiet), "--", ref)]
+    return TOOL.cmd("pull", "--quiet", "--", positional(ref, "image"))
 
 
-def run_cmd(
-    image: str,
-    command: Sequence[str] = (),
-    *,
-    name: str | None = None,
-    detach: bool = False,
-    remove: bool = False,
-    labels: Mapping[str, str] | None = None,
-    env_file: Path | None = None,
-    network: str | None = None,
-    user: str | None = None,
-    mounts: Sequence[Mount] = (),
-    workdir: str | None = None,
-    entrypoint: str | None = None,
-    init: bool = False,
-) -> Any:
-    return TOOL[("run", *flag("-d", detach), *flag("--rm", remove), *flag("--init", init),
-                 *opt("--name", name), *pairs("--label", labels), *opt("--env-file", env_file),
-                 *opt("--network", network), *opt("--user", user),
-                 *repeat("--mount", (m.spec() for m in mounts)), *opt("--workdir", workdir),
-                 *opt("--entrypoint", entrypoint), image, *command)]
+def run_cmd(image: str, command: Sequence[str], spec: RunSpec) -> Command:
+    s = spec
+    return TOOL.cmd(
+        "run", *flag("--detach", s.detach), *flag("--rm", s.remove),
+        *flag("--interactive", s.interactive), *flag("--tty", s.tty), *flag("--init", s.init),
+        *eq("--name", s.name),
+        *pairs_eq("--label", s.labels),
+        *repeat_eq("--env", s.env_names), *eq("--network", s.network),
+        *repeat_eq("--network-alias", s.network_aliases), *eq("--user", s.user),
+        *repeat_eq("--mount", [m.spec() for m in s.mounts]),
+        *repeat_eq("--volume", s.volumes), *eq("--workdir", s.workdir),
+        *eq("--entrypoint", s.entrypoint), *repeat_eq("--cap-drop", s.cap_drop),
+        *repeat_eq("--security-opt", s.security_opt),
+        *eq("--pids-limit", s.pids_limit), *eq("--cpus", s.cpus),
+        *eq("--memory", s.memory), *flag("--read-only", s.read_only),
+        *repeat_eq("--dns", s.dns),
+        "--", positional(image, "image"), *command,
+    )
 
 
 def exec_cmd(
@@ -123,27 +173,53 @@ def exec_cmd(
     tty: bool = False,
     interactive: bool = False,
     workdir: str | None = None,
-) -> Any:
+) -> Command:
     """`env_names` are passed as bare `-e NAME`: docker reads each value from its own env."""
-    return TOOL[("exec", *flag("-i", interactive), *flag("-t", tty), *opt("-u", user),
-                 *repeat("-e", env_names), *opt("-w", workdir), container, *command)]
+    return TOOL.cmd("exec", *flag("--interactive", interactive), *flag("--tty", tty),
+                    *eq("--user", user), *repeat_eq("--env", env_names),
+                    *eq("--workdir", workdir), "--", positional(container, "container"),
+                    *command)
 
 
-def rm_cmd(*containers: str) -> Any:
-    return TOOL[("rm", "-f", "-v", *containers)]
+def rm_cmd(*containers: str) -> Command:
+    return TOOL.cmd("rm", "--force", "--volumes", "--",
+                    *(positional(c, "container") for c in containers))
 
 
-def ps_cmd(*, labels: Mapping[str, str | None]) -> Any:
-    filters = repeat("--filter", (f"label={k}" + (f"={v}" if v else "") for k, v in labels.items()))
-    return TOOL[("ps", "-a", "--no-trunc", *filters, "--format", "{{json .}}")]
+def ps_cmd(*, labels: Mapping[str, str | None]) -> Command:
+    return TOOL.cmd("ps", "--all", "--no-trunc", *_label_filters(labels), "--format={{json .}}")
 
 
-def network_create_cmd(name: str, *, internal: bool = False) -> Any:
-    return TOOL[("network", "create", *flag("--internal", internal), name)]
+def _label_filters(labels: Mapping[str, str | None]) -> list[str]:
+    return [f"--filter=label={k}" + (f"={v}" if v else "") for k, v in labels.items()]
 
 
-def network_rm_cmd(name: str) -> Any:
-    return TOOL["network", "rm", name]
+def images_cmd(*, labels: Mapping[str, str | None]) -> Command:
+    return TOOL.cmd("image", "ls", "--all", "--no-trunc", *_label_filters(labels),
+                    "--format={{json .}}")
+
+
+def rmi_cmd(*images: str) -> Command:
+    return TOOL.cmd("image", "rm", "--", *(positional(i, "image") for i in images))
+
+
+def network_create_cmd(
+    name: str, *, internal: bool = False, labels: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> Command:
+    return TOOL.cmd("network", "create", *flag("--internal", internal),
+                    *pairs_eq("--label", labels or {}),
+                    *pairs_eq("--opt", options or {}),
+                    "--", positional(name, "network"))
+
+
+def network_rm_cmd(*names: str) -> Command:
+    return TOOL.cmd("network", "rm", "--", *(positional(n, "network") for n in names))
+
+
+def network_ls_cmd(*, labels: Mapping[str, str | None]) -> Command:
+    return TOOL.cmd("network", "ls", "--no-trunc", *_label_filters(labels),
+                    "--format={{json .}}")
 
 
 # --- runners -----------------------------------------------------------------------------
@@ -157,20 +233,20 @@ def build_image(
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
     iidfile: Path,
+    labels: Mapping[str, str] | None = None,
+    network: str | None = None,
     progress: bool = False,
 ) -> str:
     """Build and return the image id (`sha256:...`) docker wrote to `iidfile`."""
-    cmd = build_cmd(
-        context, tag=tag, dockerfile=dockerfile, build_args=build_args, target=target,
-        iidfile=iidfile,
-    )
-    TOOL.run(cmd, progress=progress, secrets=(build_args or {}).values())
+    cmd = build_cmd(context, tag=tag, dockerfile=dockerfile, build_args=build_args,
+                    target=target, iidfile=iidfile, labels=labels, network=network)
+    _proc.run(cmd, progress=progress, secrets=(build_args or {}).values())
     return iidfile.read_text().strip()
 
 
 def inspect_image(ref: str) -> dict[str, Any] | None:
     """The image's inspect JSON, or None when the engine has no such image."""
-    r = TOOL.run(inspect_image_cmd(ref), check=False)
+    r = _proc.run(inspect_image_cmd(ref), check=False)
     if r.returncode != 0:
         if "no such image" in r.stderr.lower() or "no such object" in r.stderr.lower():
             return None
@@ -179,46 +255,63 @@ def inspect_image(ref: str) -> dict[str, Any] | None:
     return data
 
 
-def image_id(ref: str) -> str:
-    """`sha256:...` for `ref`; DockerError when the engine does not have it."""
-    info = inspect_image(ref)
-    if info is None:
-        raise DockerError(["docker", "image", "inspect", ref], 1, reason=f"no such image: {ref}")
-    return str(info["Id"])
-
-
 def save(ref: str, output: Path, *, progress: bool = False) -> None:
-    TOOL.run(save_cmd(ref, output), progress=progress)
+    _proc.run(save_cmd(ref, output), progress=progress)
 
 
 def tag(source: str, target: str) -> None:
-    TOOL.run(tag_cmd(source, target))
-
-
-def push(ref: str, *, progress: bool = False) -> None:
-    TOOL.run(push_cmd(ref), progress=progress)
+    _proc.run(tag_cmd(source, target))
 
 
 def pull(ref: str) -> None:
-    TOOL.run(pull_cmd(ref))
+    _proc.run(pull_cmd(ref))
 
 
-def rm_f(*containers: str) -> None:
-    if containers:
-        TOOL.run(rm_cmd(*containers), check=False)
+def rm_f(*containers: str) -> Result | None:
+    """Remove containers (running or not); a missing one is not an error."""
+    if not containers:
+        return None
+    return _proc.run(rm_cmd(*containers), check=False, timeout=TEARDOWN_TIMEOUT)
 
 
 def ps(*, labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    out = TOOL.run(ps_cmd(labels=labels)).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    return _json_lines(_proc.run(ps_cmd(labels=labels)).stdout)
 
 
-def network_create(name: str, *, internal: bool = False) -> None:
-    TOOL.run(network_create_cmd(name, internal=internal))
+def images(*, labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    return _json_lines(_proc.run(images_cmd(labels=labels)).stdout)
 
 
-def network_rm(name: str) -> None:
-    TOOL.run(network_rm_cmd(name), check=False)
+def rmi(*image_ids: str) -> Result | None:
+    if not image_ids:
+        return None
+    return _proc.run(rmi_cmd(*image_ids), check=False)
+
+
+def network_create(name: str, *, internal: bool = False,
+                   labels: Mapping[str, str] | None = None,
+                   options: Mapping[str, str] | None = None) -> None:
+    _proc.run(network_create_cmd(name, internal=internal, labels=labels, options=options))
+
+
+def network_rm(*names: str) -> Result | None:
+    if not names:
+        return None
+    return _proc.run(network_rm_cmd(*names), check=False, timeout=TEARDOWN_TIMEOUT)
+
+
+def networks(*, labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    return _json_lines(_proc.run(network_ls_cmd(labels=labels)).stdout)
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def labels_of(row: Mapping[str, Any]) -> dict[str, str]:
+    """The labels of a `ps`/`image ls`/`network ls` JSON row ("k=v,k2=v2")."""
+    raw = row.get("Labels") or ""
+    return dict(kv.split("=", 1) for kv in str(raw).split(",") if "=" in kv)
 
 
 # --- engine API, for the hot path that must not spawn `docker` -------------------------
@@ -237,33 +330,42 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def _engine_connection(timeout: float) -> http.client.HTTPConnection | None:
+    if os.environ.get("DOCKER_CONTEXT"):
+        return None
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     url = urllib.parse.urlparse(host)
     if url.scheme == "unix":
         return _UnixHTTPConnection(url.path, timeout)
     if url.scheme == "tcp" and not os.environ.get("DOCKER_TLS_VERIFY"):
-        host = url.hostname or "localhost"
-        return http.client.HTTPConnection(host, url.port or 2375, timeout=timeout)
+        return http.client.HTTPConnection(url.hostname or "localhost", url.port or 2375,
+                                          timeout=timeout)
     return None
 
 
-def engine_has_image(image_id: str, *, timeout: float = 5.0) -> bool:
-    """Ask the engine's API whether it still has `image_id`, without running `docker`.
-
-    Falls back to `docker image inspect` where the engine is not reachable as plain
-    HTTP (TLS, ssh:// or a docker context).
-    """
-    conn = None if os.environ.get("DOCKER_CONTEXT") else _engine_connection(timeout)
+def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The engine's inspect JSON for `ref` (id or name), None when it has no such image;
+    asked over the engine's API without running `docker`, falling back to the CLI where
+    the engine is not plain HTTP (TLS, ssh:// or a docker context)."""
+    conn = _engine_connection(timeout)
     if conn is None:
-        return inspect_image(image_id) is not None
+        return inspect_image(ref)
     try:
-        conn.request("GET", f"/images/{urllib.parse.quote(image_id, safe='')}/json")
-        status = conn.getresponse().status
+        conn.request("GET", f"/images/{urllib.parse.quote(ref, safe='')}/json")
+        response = conn.getresponse()
+        body = response.read()
     except OSError as err:
-        raise DockerError(
-            ["docker", "image", "inspect", image_id], 1,
-            reason=f"cannot reach the Docker engine: {err}",
-        ) from None
+        raise DockerError(["docker", "image", "inspect", ref], 1,
+                          reason=f"cannot reach the Docker engine: {err}") from None
     finally:
         conn.close()
-    return status == 200
+    if response.status == 404:
+        return None
+    if response.status != 200:
+        raise DockerError(["docker", "image", "inspect", ref], 1,
+                          reason=f"engine answered {response.status}: {body[:200]!r}")
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+def engine_has_image(ref: str, *, timeout: float = 5.0) -> bool:
+    return engine_image(ref, timeout=timeout) is not None

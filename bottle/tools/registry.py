@@ -12,9 +12,9 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bottle.tools._proc import Tool, ToolError
+from bottle.tools import _proc
+from bottle.tools._proc import Command, Tool, ToolError
 
 
 class RegistryError(ToolError):
@@ -57,8 +57,8 @@ def _tool() -> Tool:
     return TOOL if TOOL.available() or not _ALT.available() else _ALT
 
 
-def serve_cmd(config: Path) -> Any:
-    return _tool()["serve", config]
+def serve_cmd(config: Path) -> Command:
+    return _tool().cmd("serve", config)
 
 
 def free_port() -> int:
@@ -77,15 +77,16 @@ def _answers(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def ephemeral_registry(*, ready_timeout: float = 15.0) -> Iterator[RegistryHandle]:
-    """A registry process on a free loopback port with its storage in a temp dir.
+def ephemeral_registry(*, tmp: Path, ready_timeout: float = 15.0) -> Iterator[RegistryHandle]:
+    """A registry process on a free loopback port with its storage in a temp dir under
+    `tmp` (the caller's work dir, which a later run sweeps if we are killed).
 
     The process and its storage are removed on exit, on error and on Ctrl-C; if this
     process is SIGKILLed the registry gets SIGKILL too (parent-death signal).
     """
     tool = _tool()
     tool.require()
-    root = Path(tempfile.mkdtemp(prefix="bot-bottle-registry."))
+    root = Path(tempfile.mkdtemp(prefix="registry.", dir=tmp))
     proc = None
     try:
         for _attempt in range(3):
@@ -93,7 +94,7 @@ def ephemeral_registry(*, ready_timeout: float = 15.0) -> Iterator[RegistryHandl
             config = root / "config.yml"
             config.write_text(_CONFIG.format(root=root / "data", port=port))
             log = (root / "log").open("wb")
-            proc = tool.spawn(serve_cmd(config), log=log)
+            proc = _proc.spawn(serve_cmd(config), log=log)
             log.close()
             deadline = time.monotonic() + ready_timeout
             while proc.poll() is None and time.monotonic() < deadline and not _answers(port):
@@ -102,23 +103,13 @@ def ephemeral_registry(*, ready_timeout: float = 15.0) -> Iterator[RegistryHandl
                 endpoint = f"127.0.0.1:{port}"
                 yield RegistryHandle(None, endpoint, endpoint)
                 return
-            _stop(proc)
+            _proc.stop(proc)
         text = (root / "log").read_text(errors="replace")
         raise RegistryError(
-            serve_cmd(config).formulate(), proc.returncode if proc else 1, "", text,
+            serve_cmd(config).argv, proc.returncode if proc else 1, "", text,
             reason="registry did not come up on 127.0.0.1",
         )
     finally:
         if proc is not None:
-            _stop(proc)
+            _proc.stop(proc)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _stop(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except Exception:
-            proc.kill()
-            proc.wait()

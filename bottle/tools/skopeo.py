@@ -1,13 +1,12 @@
-"""skopeo CLI: copy a `docker save` archive to a registry, inspect a ref."""
+"""skopeo CLI: copy a `docker save` archive to a registry."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 from pathlib import Path
-from typing import Any
 
-from bottle.tools._proc import Tool, ToolError
+from bottle.tools import _proc
+from bottle.tools._proc import Command, Tool, ToolError
 
 
 class SkopeoError(ToolError):
@@ -37,19 +36,10 @@ def _tls(flag: str, ref: str) -> list[str]:
     return [f"{flag}=false"] if is_loopback(ref) else []
 
 
-def copy_archive_cmd(archive: Path, ref: str) -> Any:
-    return TOOL[("copy", "--quiet", *_tls("--dest-tls-verify", ref),
-                 f"docker-archive:{archive}", f"docker://{ref}")]
-
-
-def inspect_cmd(ref: str) -> Any:
-    return TOOL[("inspect", *_tls("--tls-verify", ref), f"docker://{ref}")]
+def copy_archive_cmd(archive: Path, ref: str) -> Command:
+    return TOOL.cmd("copy", "--quiet", *_tls("--dest-tls-verify", ref), "--",
+                    f"docker-archive:{archive}", f"docker://{ref}")
 
 
 def copy_archive(archive: Path, ref: str, *, progress: bool = False) -> None:
-    TOOL.run(copy_archive_cmd(archive, ref), progress=progress)
-
-
-def inspect(ref: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(TOOL.run(inspect_cmd(ref)).stdout)
-    return data
+    _proc.run(copy_archive_cmd(archive, ref), progress=progress)

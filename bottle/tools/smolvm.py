@@ -20,13 +20,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bottle.errors import BottleError
+from bottle.tools import _proc
 from bottle.tools._argv import flag, opt, pairs, repeat
-from bottle.tools._proc import Tool, ToolError
+from bottle.tools._proc import Command, Result, Tool, ToolError
 
 SIDECAR = ".smolmachine"
+TEARDOWN_TIMEOUT = 60.0
 
 
 class SmolvmError(ToolError):
@@ -39,15 +40,6 @@ TOOL = Tool(
     "smol-vmm on PATH as smolvm",
     SmolvmError,
 )
-
-
-@dataclass(frozen=True)
-class SmolvmRunResult:
-    """What `machine exec` returned: the in-VM command's exit code is not an error."""
-
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @dataclass(frozen=True, order=True)
@@ -88,6 +80,16 @@ class Dialect:
     def state_dir(self) -> bool:
         return self.version >= (1, 31, 0)
 
+    @property
+    def egress_persists(self) -> bool:
+        """`machine create --from` keeps an egress allow-list (earlier ones dropped it)."""
+        return self.version >= (1, 8, 0)
+
+    @property
+    def host_patterns(self) -> bool:
+        """`--allow-host-pattern '*.domain'` (seen in 1.29's parser, not in 1.14's)."""
+        return self.version >= (1, 29, 0)
+
     def __str__(self) -> str:
         return ".".join(map(str, self.version))
 
@@ -104,21 +106,12 @@ def detect_dialect() -> Dialect:
 
 @functools.lru_cache(maxsize=8)
 def _detect(path: str, _mtime: int) -> Dialect:
-    result = TOOL.run(TOOL["--version"], timeout=30)
+    result = _proc.run(TOOL.cmd("--version"), timeout=30)
     return Dialect.parse(result.stdout or result.stderr)
 
 
 def is_available() -> bool:
     return TOOL.available()
-
-
-def can_boot() -> bool:
-    """smolvm on PATH and a hypervisor it can use (KVM on Linux; macOS always has one)."""
-    if not is_available():
-        return False
-    if os.uname().sysname == "Darwin":
-        return True
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
 def artifact_for(output: Path, dialect: Dialect) -> Path:
@@ -148,14 +141,15 @@ def _secret_refs(names: Sequence[str], dialect: Dialect) -> list[str]:
 
 def pack_create_cmd(
     image: str | Path, output: Path, *, dialect: Dialect, state_dir: Path | None = None
-) -> Any:
+) -> Command:
     if dialect.pack_writes_stub and output.name.endswith(SIDECAR):
         raise BottleError(
             f"smolvm {dialect} writes {output.name}{SIDECAR} itself: give -o without {SIDECAR}"
         )
     if isinstance(image, Path) and not dialect.packs_archives:
         raise BottleError(f"smolvm {dialect} cannot pack an archive; it needs a registry ref")
-    return TOOL["pack", "create", "--image", image, "-o", output, *_state(state_dir, dialect)]
+    return TOOL.cmd("pack", "create", "--image", image, "-o", output,
+                    *_state(state_dir, dialect))
 
 
 def machine_create_cmd(
@@ -164,39 +158,47 @@ def machine_create_cmd(
     dialect: Dialect,
     from_path: Path | None = None,
     allow_cidrs: Sequence[str] = (),
+    allow_hosts: Sequence[str] = (),
+    allow_host_patterns: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     secret_env: Sequence[str] = (),
     net: bool | None = None,
     state_dir: Path | None = None,
-) -> Any:
-    """`secret_env` names host variables; only `GUEST=HOST` references reach argv."""
+) -> Command:
+    """`secret_env` names host variables; only `GUEST=HOST` references reach argv.
+    Egress: `--net` with no allow-list is open; with `allow_cidrs`/`allow_hosts` only
+    those are reachable."""
     modern = dialect.name_flag_everywhere
     # --net is explicit: smolvm 0.8's implied net from --allow-cidr doesn't fire with --from.
-    net_on = net or (net is None and bool(allow_cidrs))
-    return TOOL[("machine", "create", *opt("--name", name if modern else None),
-                 *opt("--from", from_path), *flag("--net", net_on),
-                 *repeat("--allow-cidr", allow_cidrs), *pairs("-e", env),
-                 *_secret_refs(secret_env, dialect), *_state(state_dir, dialect),
-                 *([] if modern else [name]))]
+    if allow_host_patterns and not dialect.host_patterns:
+        raise BottleError(f"smolvm {dialect} cannot allow *.domain patterns (1.29 and later "
+                          "can): upgrade smolvm or list the host names")
+    net_on = net or (net is None and bool(allow_cidrs or allow_hosts or allow_host_patterns))
+    return TOOL.cmd("machine", "create", *opt("--name", name if modern else None),
+                    *opt("--from", from_path), *flag("--net", net_on),
+                    *repeat("--allow-cidr", allow_cidrs), *repeat("--allow-host", allow_hosts),
+                    *repeat("--allow-host-pattern", allow_host_patterns),
+                    *pairs("-e", env), *_secret_refs(secret_env, dialect),
+                    *_state(state_dir, dialect), *([] if modern else [name]))
 
 
-def _named(verb: str, name: str, dialect: Dialect, state_dir: Path | None) -> Any:
-    return TOOL["machine", verb, "--name", name, *_state(state_dir, dialect)]
+def _named(verb: str, name: str, dialect: Dialect, state_dir: Path | None) -> Command:
+    return TOOL.cmd("machine", verb, "--name", name, *_state(state_dir, dialect))
 
 
-def machine_start_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
+def machine_start_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Command:
     return _named("start", name, dialect, state_dir)
 
 
-def machine_stop_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
+def machine_stop_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Command:
     return _named("stop", name, dialect, state_dir)
 
 
-def machine_delete_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Any:
+def machine_delete_cmd(name: str, *, dialect: Dialect, state_dir: Path | None = None) -> Command:
     # -f: no interactive confirmation may block a teardown.
     if dialect.name_flag_everywhere:
-        return TOOL["machine", "delete", "--name", name, "-f", *_state(state_dir, dialect)]
-    return TOOL["machine", "delete", "-f", *_state(state_dir, dialect), name]
+        return TOOL.cmd("machine", "delete", "--name", name, "-f", *_state(state_dir, dialect))
+    return TOOL.cmd("machine", "delete", "-f", *_state(state_dir, dialect), name)
 
 
 def machine_exec_cmd(
@@ -212,23 +214,23 @@ def machine_exec_cmd(
     interactive: bool = False,
     tty: bool = False,
     state_dir: Path | None = None,
-) -> Any:
+) -> Command:
     """The workload goes after `--` so smolvm's parser never takes its flags."""
     workload = list(command)
     if user is not None and not dialect.exec_user_flag:
         # No -u before 1.14: switch user inside the guest instead.
         workload = ["su", "-s", "/bin/sh", user, "-c", 'exec "$0" "$@"', *workload]
-    return TOOL[("machine", "exec", "--name", name,
-                 *opt("-u", user if dialect.exec_user_flag else None), *pairs("-e", env),
-                 *_secret_refs(secret_env, dialect), *opt("-w", workdir),
-                 *opt("--timeout", timeout), *flag("-i", interactive), *flag("-t", tty),
-                 *_state(state_dir, dialect), "--", *workload)]
+    return TOOL.cmd("machine", "exec", "--name", name,
+                    *opt("-u", user if dialect.exec_user_flag else None), *pairs("-e", env),
+                    *_secret_refs(secret_env, dialect), *opt("-w", workdir),
+                    *opt("--timeout", timeout), *flag("-i", interactive), *flag("-t", tty),
+                    *_state(state_dir, dialect), "--", *workload)
 
 
 def machine_cp_cmd(
     src: str, dst: str, *, dialect: Dialect, state_dir: Path | None = None
-) -> Any:
-    return TOOL["machine", "cp", *_state(state_dir, dialect), src, dst]
+) -> Command:
+    return TOOL.cmd("machine", "cp", *_state(state_dir, dialect), src, dst)
 
 
 # --- runners (seed 002's API; dialect detected once when not given) ----------------------
@@ -248,39 +250,71 @@ def pack_create(
 ) -> Path:
     """Pack `image` (registry ref, or `docker save` archive on >= 1.31); return the artifact."""
     d = _d(dialect)
-    TOOL.run(pack_create_cmd(image, output, dialect=d, state_dir=state_dir), progress=progress)
+    _proc.run(pack_create_cmd(image, output, dialect=d, state_dir=state_dir), progress=progress)
     return artifact_for(output, d)
 
 
-def machine_create(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
-    TOOL.run(machine_create_cmd(name, dialect=_d(dialect), **kw))
+def machine_create(
+    name: str,
+    *,
+    dialect: Dialect | None = None,
+    from_path: Path | None = None,
+    allow_cidrs: Sequence[str] = (),
+    allow_hosts: Sequence[str] = (),
+    allow_host_patterns: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    secret_env: Sequence[str] = (),
+    net: bool | None = None,
+    state_dir: Path | None = None,
+) -> None:
+    _proc.run(machine_create_cmd(
+        name, dialect=_d(dialect), from_path=from_path, allow_cidrs=allow_cidrs,
+        allow_hosts=allow_hosts, allow_host_patterns=allow_host_patterns, env=env,
+        secret_env=secret_env, net=net, state_dir=state_dir))
 
 
-def machine_start(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
-    TOOL.run(machine_start_cmd(name, dialect=_d(dialect), **kw))
+def machine_start(name: str, *, dialect: Dialect | None = None,
+                  state_dir: Path | None = None) -> None:
+    _proc.run(machine_start_cmd(name, dialect=_d(dialect), state_dir=state_dir))
 
 
-def machine_stop(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
-    TOOL.run(machine_stop_cmd(name, dialect=_d(dialect), **kw))
+def machine_stop(name: str, *, dialect: Dialect | None = None,
+                 state_dir: Path | None = None) -> Result:
+    """Stop a machine; returns the result (teardown decides what a failure means)."""
+    return _proc.run(machine_stop_cmd(name, dialect=_d(dialect), state_dir=state_dir),
+                     check=False, timeout=TEARDOWN_TIMEOUT)
 
 
-def machine_delete(name: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
-    TOOL.run(machine_delete_cmd(name, dialect=_d(dialect), **kw))
+def machine_delete(name: str, *, dialect: Dialect | None = None,
+                   state_dir: Path | None = None) -> Result:
+    """Delete a machine and its disks; returns the result (a missing one is no error)."""
+    return _proc.run(machine_delete_cmd(name, dialect=_d(dialect), state_dir=state_dir),
+                     check=False, timeout=TEARDOWN_TIMEOUT)
 
 
 def machine_exec(
-    name: str, command: Sequence[str], *, dialect: Dialect | None = None, **kw: Any
-) -> SmolvmRunResult:
+    name: str,
+    command: Sequence[str],
+    *,
+    dialect: Dialect | None = None,
+    user: str | None = None,
+    env: Mapping[str, str] | None = None,
+    workdir: str | None = None,
+    timeout: str | None = None,
+    state_dir: Path | None = None,
+) -> Result:
     """Run `command` in the machine; a non-zero exit is returned, not raised."""
-    r = TOOL.run(machine_exec_cmd(name, command, dialect=_d(dialect), **kw), check=False)
-    return SmolvmRunResult(r.returncode, r.stdout, r.stderr)
+    cmd = machine_exec_cmd(name, command, dialect=_d(dialect), user=user, env=env,
+                           workdir=workdir, timeout=timeout, state_dir=state_dir)
+    return _proc.run(cmd, check=False)
 
 
-def machine_cp(src: str, dst: str, *, dialect: Dialect | None = None, **kw: Any) -> None:
+def machine_cp(src: str, dst: str, *, dialect: Dialect | None = None,
+               state_dir: Path | None = None) -> None:
     """Copy host <-> machine (`name:/path`). An empty side is a no-op, not a smolvm error."""
     if not src or not dst:
         return
-    TOOL.run(machine_cp_cmd(src, dst, dialect=_d(dialect), **kw))
+    _proc.run(machine_cp_cmd(src, dst, dialect=_d(dialect), state_dir=state_dir))
 
 
 def wait_exec_ready(
@@ -289,20 +323,18 @@ def wait_exec_ready(
     timeout: float = 60.0,
     interval: float = 0.25,
     dialect: Dialect | None = None,
-    **kw: Any,
+    state_dir: Path | None = None,
 ) -> None:
     """Poll `exec true` until it exits 0; `SmolvmError` naming the machine on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        last = machine_exec(name, ["true"], dialect=dialect, **kw)
+        last = machine_exec(name, ["true"], dialect=dialect, state_dir=state_dir)
         if last.returncode == 0:
             return
         if time.monotonic() >= deadline:
             raise SmolvmError(
                 ["smolvm", "machine", "exec", "--name", name, "--", "true"],
-                last.returncode,
-                last.stdout,
-                last.stderr,
+                last.returncode, last.stdout, last.stderr,
                 reason=f"machine {name} not ready after {timeout:g}s: {last.stderr.strip()}",
             )
         time.sleep(interval)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WORKSPACE_UID
 from tests.helpers import bottle, docker_calls, spawn
 
 
@@ -27,13 +28,14 @@ def test_launch_headless_example_agent(workspace: Path, recording_docker: Path) 
     assert r.returncode == 3, r.stderr  # the agent's exit code
     out = r.stdout.splitlines()
     assert "arg[0]: --print" in out and "arg[1]: say hi" in out
-    assert "user: node uid=1000" in out and "cwd: /workspace" in out
+    uid = WORKSPACE_UID if os.geteuid() == 0 else os.geteuid()
+    assert f"user: node uid={uid}" in out and "cwd: /workspace" in out  # mapped to the owner
     assert "workspace: hello.txt " in out
     assert "env: GREETING=hello" in out and "env: MODE=test" in out
     assert "env: API_KEY=<18 chars>" in out  # the secret reached the agent...
     calls = "\n".join(docker_calls(recording_docker))
     assert "sk-very-secret-123" not in calls and "sk-very-secret-123" not in r.stderr  # ...not argv
-    assert "--network none" in calls
+    assert "--network=none" in calls and "--cap-drop=ALL" in calls
     assert bottles() == []  # removed afterwards
     # A second launch reuses the cache: no docker build.
     recording_docker.write_text("")
@@ -43,15 +45,24 @@ def test_launch_headless_example_agent(workspace: Path, recording_docker: Path) 
     assert bottles() == []
 
 
-def test_agent_writes_land_in_the_workspace(workspace: Path) -> None:
-    r = bottle("launch", "--headless", cwd=workspace)
-    assert "launch: warning: node cannot write /workspace" in r.stderr  # root-owned here
-    os.chown(workspace, 1000, 1000)  # a workspace owned like a user's
-    r = bottle("launch", "--headless", "--agent", "sh", "--", "-c", "echo made > out.txt",
+def test_agent_writes_land_in_the_workspace_owned_by_its_owner(workspace: Path) -> None:
+    """Issue 14.12: the agent runs as the workspace owner's uid, so it can write there."""
+    r = bottle("launch", "--headless", "--command", "sh", "--", "-c", "echo made > out.txt",
                cwd=workspace)
     assert r.returncode == 0, r.stderr
     assert (workspace / "out.txt").read_text() == "made\n"
-    assert "warning" not in r.stderr
+    assert (workspace / "out.txt").stat().st_uid == workspace.stat().st_uid
+    assert "root" not in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root-owned workspace")
+def test_a_root_owned_workspace_is_writable_and_said(workspace: Path) -> None:
+    os.chown(workspace, 0, 0)
+    r = bottle("launch", "--headless", "--command", "sh", "--", "-c", "echo made > out.txt",
+               cwd=workspace)
+    assert r.returncode == 0, r.stderr
+    assert (workspace / "out.txt").read_text() == "made\n"
+    assert "owned by root, so the agent runs as root" in r.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -87,7 +98,7 @@ def test_killed_launch_is_swept_by_the_next(workspace: Path) -> None:
 def test_bad_launch_input(workspace: Path) -> None:
     r = bottle("launch", "--backend", "podman", cwd=workspace)
     assert r.returncode != 0 and r.stderr.strip().splitlines() == [
-        "bottle: error: parameter: backend = 'podman': expected one of docker, smolmachines, "
+        "bottle: error: option: backend = 'podman': expected one of docker, smolmachines, "
         "auto"]
     r = bottle("launch", "--workspace", "/no/such/dir", cwd=workspace)
     assert r.returncode != 0 and "workspace /no/such/dir is not a directory" in r.stderr

@@ -27,7 +27,7 @@ def flavor(request: pytest.FixtureRequest, tmp_path: Path,
 
 @pytest.fixture
 def registry_with_two_images(engine: str, tmp_path: Path) -> Iterator[RegistryHandle]:
-    with ephemeral_registry() as reg:
+    with ephemeral_registry(tmp=tmp_path) as reg:
         try:
             for name in ("web", "worker"):
                 ctx = busybox_context(tmp_path / name, f'LABEL svc="{name}"\n')
@@ -81,7 +81,7 @@ def test_pulls_exactly_the_missing_image(deployment: Path, recording_docker: Pat
     assert first.returncode == 0, first.stderr
     got = {i["image"]: i["status"] for i in json.loads(first.stdout)["images"]}
     assert got == {web: "pulled", worker: "pulled"}  # web once (two services), no debug
-    assert docker.image_id(web) and docker.image_id(worker)
+    assert docker.engine_has_image(web) and docker.engine_has_image(worker)
 
     _rmi(worker)
     recording_docker.write_text("")
@@ -89,7 +89,7 @@ def test_pulls_exactly_the_missing_image(deployment: Path, recording_docker: Pat
     assert second.returncode == 0, second.stderr
     pulled = [c.split()[-1] for c in docker_calls(recording_docker) if c.startswith("pull")]
     assert pulled == [worker]
-    assert all(c.startswith("pull -q -- ") for c in docker_calls(recording_docker)
+    assert all(c.startswith("pull --quiet -- ") for c in docker_calls(recording_docker)
                if c.startswith("pull"))
     assert "present" in second.stdout and "1 present, 1 pulled" in second.stdout
 

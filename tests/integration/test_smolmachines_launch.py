@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bottle.tools import smolvm
+from bottle.backend.smolmachines import SmolmachinesBackend
+from cache.store import Store
 from tests import smolvm_parser
 from tests.helpers import bottle, smolvm_calls
 
@@ -31,8 +32,8 @@ def test_lifecycle_argv_is_what_real_smolvm_accepts(
     verbs = [c[1] if c[0] == "machine" else "pack" for c in calls]
     first_create = verbs.index("create")
     assert verbs[first_create:] == ["create", "start", "exec", "cp", "exec", "exec", "exec",
-                                    "exec", "cp", "stop", "delete"], verbs
-    ready, agent = calls[first_create + 2], calls[first_create + 6]
+                                    "cp", "stop", "delete"], verbs
+    ready, agent = calls[first_create + 2], calls[first_create + 5]
     assert ready[ready.index("--") + 1:] == ["true"]
     assert agent[agent.index("--") + 1:][-3:] == ["claude", "--print", "hi"]
     assert "MODE=test" in agent and "API_KEY=API_KEY" in agent
@@ -46,10 +47,20 @@ def test_lifecycle_argv_is_what_real_smolvm_accepts(
     assert not list((tmp_path / "smolvm-state").glob("*.json"))
 
 
+def _no_vm_boots() -> str | None:
+    """Why no microVM boots here (the real probe, on a throwaway cache), or None."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bb-probe.") as tmp:
+        return SmolmachinesBackend().boots(Store(Path(tmp)))
+
+
 @pytest.mark.smolvm_runtime
-@pytest.mark.skipif(not smolvm.can_boot(), reason="no microVM can boot here (needs smolvm + KVM)")
 def test_launch_in_a_real_microvm(workspace: Path) -> None:
     """The same observable behaviour as the Docker backend, in a real microVM."""
+    why = _no_vm_boots()
+    if why:
+        pytest.skip(f"no microVM can boot here: {why}")
     r = bottle("launch", "--backend", "smolmachines", "--headless", "--", "--exit-code", "4",
                cwd=workspace, env={"BOTTLE_ENV": "MODE=vm"}, timeout=900)
     assert r.returncode == 4, r.stderr
@@ -57,10 +68,26 @@ def test_launch_in_a_real_microvm(workspace: Path) -> None:
     assert "workspace: hello.txt " in r.stdout
 
 
-def test_auto_picks_docker_where_no_vm_can_boot(workspace: Path,
+def test_auto_picks_docker_where_no_vm_can_boot(workspace: Path, fake_smolvm: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    if smolvm.can_boot():
-        pytest.skip("a microVM can boot here: auto picks smolmachines")
+    """Issue 14.4: smolvm on PATH and /dev/kvm present are not enough: a microVM must
+    really boot. The probe runs once; its answer is kept."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("no /dev/kvm: the cheap check already says no")
+    monkeypatch.setenv("FAKE_SMOLVM_BOOT_ERROR", "VMM exited with code 1")
     r = bottle("launch", "--backend", "auto", "--headless", cwd=workspace)
-    assert r.returncode == 0 and "launch: docker bottle" in r.stderr
-    assert os.environ.get("DOCKER_HOST")
+    assert r.returncode == 0, r.stderr
+    assert "launch: backend auto: using docker (no microVM boots here" in r.stderr
+    assert "launch: docker bottle" in r.stderr
+    probes = len(smolvm_calls(fake_smolvm))
+    r = bottle("launch", "--backend", "auto", "--headless", cwd=workspace)
+    assert r.returncode == 0 and "using docker" in r.stderr
+    assert len(smolvm_calls(fake_smolvm)) == probes  # the answer was kept: no second probe
+
+
+def test_auto_picks_smolmachines_where_a_vm_boots(workspace: Path, fake_smolvm: Path) -> None:
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("no /dev/kvm here")
+    r = bottle("launch", "--backend", "auto", "--headless", cwd=workspace)
+    assert r.returncode == 0, r.stderr
+    assert "launch: smolmachines bottle" in r.stderr

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +19,21 @@ from tests.conftest import busybox_context
 
 
 @pytest.fixture
-def busybox_image(engine: str, tmp_path: Path) -> str:
+def busybox_image(engine: str, tmp_path: Path) -> Iterator[str]:
     ctx = busybox_context(tmp_path / "bb", 'LABEL test="bot-bottle"\n')
-    return docker.build_image(ctx, "bot-bottle-test/busybox:it", iidfile=tmp_path / "iid")
+    image = docker.build_image(ctx, "bot-bottle-test/busybox:it", iidfile=tmp_path / "iid")
+    yield image
+    subprocess.run(["docker", "rmi", "--force", image], capture_output=True, check=False)
 
 
 def test_build_inspect_save(busybox_image: str, tmp_path: Path) -> None:
     assert busybox_image.startswith("sha256:")
-    assert docker.image_id("bot-bottle-test/busybox:it") == busybox_image
-    assert docker.inspect_image("bot-bottle-test/busybox:it")["Config"]["Labels"] == {
-        "test": "bot-bottle"}
+    info = docker.inspect_image("bot-bottle-test/busybox:it")
+    assert info is not None and info["Id"] == busybox_image
+    assert info["Config"]["Labels"] == {"test": "bot-bottle"}
+    api = docker.engine_image("bot-bottle-test/busybox:it")
+    assert api is not None and api["Id"] == busybox_image
+    assert "bot-bottle-test/busybox:it" in api["RepoTags"]
     assert docker.engine_has_image(busybox_image)
     assert not docker.engine_has_image("sha256:" + "0" * 64)
     out = tmp_path / "img.tar"
@@ -40,13 +46,13 @@ def test_build_inspect_save(busybox_image: str, tmp_path: Path) -> None:
 def test_registry_push_with_skopeo_pull_with_docker(busybox_image: str, tmp_path: Path) -> None:
     tar = tmp_path / "img.tar"
     docker.save("bot-bottle-test/busybox:it", tar)
-    with ephemeral_registry() as reg:
+    with ephemeral_registry(tmp=tmp_path) as reg:
         assert reg.network is None and reg.push_endpoint.startswith("127.0.0.1:")
         ref = f"{reg.push_endpoint}/bot-bottle:it"
         skopeo.copy_archive(tar, ref)
-        assert skopeo.inspect(ref)["Digest"].startswith("sha256:")
         docker.pull(ref)
-        assert docker.image_id(ref) == busybox_image
+        pulled = docker.engine_image(ref)
+        assert pulled is not None and pulled["Id"] == busybox_image
         port = int(reg.pull_endpoint.rsplit(":", 1)[1])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/_catalog", timeout=5) as r:
             assert json.load(r) == {"repositories": ["bot-bottle"]}
@@ -55,17 +61,18 @@ def test_registry_push_with_skopeo_pull_with_docker(busybox_image: str, tmp_path
     assert not registry._answers(port)
 
 
-def test_registry_torn_down_on_error() -> None:
-    with pytest.raises(RuntimeError), ephemeral_registry() as reg:
+def test_registry_torn_down_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), ephemeral_registry(tmp=tmp_path) as reg:
         port = int(reg.push_endpoint.rsplit(":", 1)[1])
         raise RuntimeError("push failed")
     assert not registry._answers(port)
 
 
 def test_registry_dies_with_a_sigkilled_owner(tmp_path: Path) -> None:
-    code = ("import sys, time\nfrom bottle.tools.registry import ephemeral_registry\n"
-            "with ephemeral_registry() as r:\n    print(r.push_endpoint, flush=True)\n"
-            "    time.sleep(60)\n")
+    code = ("import sys, time\nfrom pathlib import Path\n"
+            "from bottle.tools.registry import ephemeral_registry\n"
+            f"with ephemeral_registry(tmp=Path({str(tmp_path)!r})) as r:\n"
+            "    print(r.push_endpoint, flush=True)\n    time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None
     endpoint = p.stdout.readline().strip()
@@ -89,8 +96,8 @@ def test_missing_dockerfile_is_a_clean_error(engine: str, tmp_path: Path) -> Non
     assert "\n" not in msg and "docker build" in msg and "Dockerfile" in msg
 
 
-def test_pull_of_a_missing_tag_is_a_clean_error(engine: str) -> None:
-    with ephemeral_registry() as reg, pytest.raises(DockerError) as err:
+def test_pull_of_a_missing_tag_is_a_clean_error(engine: str, tmp_path: Path) -> None:
+    with ephemeral_registry(tmp=tmp_path) as reg, pytest.raises(DockerError) as err:
         docker.pull(f"{reg.pull_endpoint}/bot-bottle:no-such-tag")
     msg = str(err.value)
     assert "\n" not in msg and "docker pull" in msg

@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from bottle.backend import ExecResult
+from bottle.backend import ExecResult, Teardown
 from bottle.backend.docker import DockerBottle
 from bottle.backend.smolmachines import SmolmachinesBottle
 from bottle.tools.smolvm import MODERN
 
 
 def _docker(guest_env: dict[str, str]) -> DockerBottle:
-    return DockerBottle(container="bot-bottle-test", teardown=lambda: None,
-                        prompt_path_in_container=None, agent_command="claude")
+    return DockerBottle("bot-bottle-test", Teardown("test"), image_id="sha256:" + "a" * 64,
+                        agent_command="claude", env=guest_env)
+
+
+def user_of(argv: list[str]) -> str:
+    """The user an exec argv asks for (`-u X` or `--user=X`)."""
+    if "-u" in argv:
+        return argv[argv.index("-u") + 1]
+    return next(a.split("=", 1)[1] for a in argv if a.startswith("--user="))
 
 
 def _smol(guest_env: dict[str, str]) -> SmolmachinesBottle:
@@ -67,25 +74,26 @@ class TestParity:
 
     def test_tty_asks_for_a_terminal(self, label: str, factory: Callable[..., object]) -> None:
         b = factory({})
-        assert "-t" in b.agent_argv([], tty=True)  # type: ignore[attr-defined]
-        assert "-t" not in b.agent_argv([], tty=False)  # type: ignore[attr-defined]
+        terminal = {"-t", "--tty"}
+        assert terminal & set(b.agent_argv([], tty=True))  # type: ignore[attr-defined]
+        assert not terminal & set(b.agent_argv([], tty=False))  # type: ignore[attr-defined]
 
     def test_exec_as_node_by_default_and_root_on_request(
         self, label: str, factory: Callable[..., object], recorders: Path,
     ) -> None:
         b = factory({})
         b.exec("echo hi")  # type: ignore[attr-defined]
-        argv = last_argv(recorders)
-        assert argv[argv.index("-u") + 1] == "node"
+        assert user_of(last_argv(recorders)) == "node"
         b.exec("id", user="root")  # type: ignore[attr-defined]
         argv = last_argv(recorders)
-        assert argv[argv.index("-u") + 1] == "root"
+        assert user_of(argv) == "root"
         assert argv[-3:] == ["sh", "-c", "id"]
 
     def test_exec_result_shape(self, label: str, factory: Callable[..., object],
                                recorders: Path) -> None:
         r = factory({}).exec("echo hi")  # type: ignore[attr-defined]
-        assert r == ExecResult(0, "out\n", "err\n")
+        assert isinstance(r, ExecResult)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "out\n", "err\n")
 
     def test_close_is_idempotent(self, label: str, factory: Callable[..., object]) -> None:
         b = factory({})
@@ -95,10 +103,24 @@ class TestParity:
 
 def test_docker_close_tears_down_once() -> None:
     count = [0]
-    b = DockerBottle("c", teardown=lambda: count.__setitem__(0, count[0] + 1))
+    teardown = Teardown("test")
+    teardown.add("counter", lambda: count.__setitem__(0, count[0] + 1))
+    b = DockerBottle("c", teardown)
     b.close()
     b.close()
     assert count == [1]
+
+
+def test_teardown_runs_every_step_and_names_the_failed_ones() -> None:
+    done: list[str] = []
+    teardown = Teardown("test")
+    teardown.add("first", lambda: done.append("first"))
+    teardown.add("broken", lambda: 1 / 0)
+    teardown.add("refused", lambda: False)
+    teardown.add("last", lambda: done.append("last"))
+    assert teardown.close() == ["refused", "broken"]
+    assert done == ["last", "first"]  # last in, first out; a failure stops nothing
+    assert teardown.close() == []
 
 
 def test_smolmachines_guest_env_in_agent_argv_secrets_by_reference() -> None:
@@ -112,3 +134,12 @@ def test_smolmachines_guest_env_in_agent_argv_secrets_by_reference() -> None:
 def test_docker_agent_argv_carries_no_env_values() -> None:
     argv = _docker({"TOKEN": "abc123"}).agent_argv([], tty=False)
     assert not any("abc123" in a for a in argv)
+
+
+def test_docker_agent_argv_env_by_name_only() -> None:
+    from bottle.tools.docker import RunSpec
+
+    b = DockerBottle("c", Teardown("t"), image_id="sha256:" + "a" * 64,
+                     run=RunSpec(name="c", env_names=["TOKEN"]), env={"TOKEN": "abc123"})
+    argv = b.agent_argv([], tty=False)
+    assert "--env=TOKEN" in argv and not any("abc123" in a for a in argv)

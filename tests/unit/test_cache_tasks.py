@@ -29,21 +29,22 @@ def test_list_table_and_json(_private_cache: Path, tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["KIND", "KEY", "SIZE", "LAST", "USED", "SOURCE"]
     assert "0000000000000000" in r.stdout and "img:3000" in r.stdout
-    assert lines[-1].startswith("3 entries, 5.9 KB in ")
+    assert lines[-1].startswith("3 entries; ")
     data = json.loads(bottle("cache_list", "--json", cwd=tmp_path).stdout)
-    assert sorted(d["size"] for d in data) == [1000, 2000, 3000]
+    assert sorted(d["size"] for d in data["entries"]) == [1000, 2000, 3000]
+    assert data["areas"]["objects"] >= 6000
 
 
 def test_verify_reports_and_fails_on_damage(_private_cache: Path, tmp_path: Path) -> None:
     store = fill(_private_cache)
     assert bottle("cache_verify", cwd=tmp_path).returncode == 0
-    victim = next(store.entries())
+    victim = next(store.entries())[0]
     f = victim.file("a.smolmachine")
     f.write_bytes(b"y" * f.stat().st_size)
     r = bottle("cache_verify", cwd=tmp_path)
     assert r.returncode == 1
     assert f"smolmachine/{victim.key}: a.smolmachine content does not match" in r.stderr
-    assert "2 of 3 entries ok" in r.stderr
+    assert "2 of 3 ok" in r.stderr
     assert bottle("cache_verify", cwd=tmp_path).returncode == 0  # evicted: clean again
 
 
@@ -51,8 +52,29 @@ def test_gc_budgets(_private_cache: Path, tmp_path: Path) -> None:
     fill(_private_cache)
     r = bottle("cache_gc", "--max-age", "30d", "--max-size", "1500", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "removed 2 entries" in r.stderr
-    assert [e.key for e in Store(_private_cache).entries()] == [f"{2:016x}"]
+    assert "removed smolmachine/0000000000000000" in r.stderr
+    assert "removed smolmachine/0000000000000001" in r.stderr
+    assert [e.key for e, _ in Store(_private_cache).entries()] == [f"{2:016x}"]
     bad = bottle("cache_gc", "--max-size", "lots", cwd=tmp_path)
     assert bad.returncode == 1 and bad.stderr.strip() == (
-        "bottle: error: bad size 'lots' (e.g. 500M, 20G)")
+        "bottle: error: bad size 'lots' (a whole amount such as 500M or 20G)")
+
+
+def test_gc_refuses_negative_and_infinite_budgets(_private_cache: Path, tmp_path: Path) -> None:
+    fill(_private_cache)
+    for args in (["--max-size=-1"], ["--max-age=-1d"], ["--max-size", "inf"],
+                 ["--max-age", "1e999"], ["--max-size", "nan"]):
+        r = bottle("cache_gc", *args, cwd=tmp_path)
+        assert r.returncode == 1, args
+        assert r.stderr.startswith("bottle: error: bad ") and "Traceback" not in r.stderr
+    assert len(list(Store(_private_cache).entries())) == 3  # nothing was deleted
+
+
+def test_list_and_gc_survive_damaged_metadata(_private_cache: Path, tmp_path: Path) -> None:
+    store = fill(_private_cache)
+    victim = next(store.entries())[0]
+    (victim.path / "meta.json").write_text("{}")
+    r = bottle("cache_list", cwd=tmp_path)
+    assert r.returncode == 0 and "damaged" in r.stdout, r.stderr
+    r = bottle("cache_gc", "--max-age", "", "--max-size", "", cwd=tmp_path)
+    assert r.returncode == 0 and f"removed smolmachine/{victim.key}" in r.stderr

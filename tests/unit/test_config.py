@@ -1,37 +1,60 @@
-"""Config layering: defaults < bottle.toml / [tool.bottle] < BOTTLE_* env < params."""
+"""Config layering: defaults < bottle.toml / [tool.bottle] (found upward) < BOTTLE_* env <
+options; every key declared once; bad values are one clear line naming their source."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from bottle.config import load
+from bottle import config
+from bottle.config import KEYS, Config, load
 from bottle.errors import ConfigError
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:
     (tmp_path / "bottle.toml").write_text(
-        'context = "agent"\nbackend = "smolmachines"\nagent = "codex"\n'
+        'context = "agent"\nbackend = "smolmachines"\nagent = "claude"\n'
         'build_args = { VERSION = "1.2" }\nsecrets = ["API_KEY"]\n')
     env = {"BOTTLE_BACKEND": "docker", "BOTTLE_NETWORK": "host"}
-    cfg = load({"agent": "aider", "backend": None}, cwd=tmp_path, environ=env)
+    cfg = load({"agent": "example", "backend": None}, start=tmp_path, environ=env)
     assert cfg.context == tmp_path / "agent"  # relative paths are from the config's dir
-    assert cfg.backend == "docker" and cfg.network == "host" and cfg.agent == "aider"
+    assert cfg.backend == "docker" and cfg.network == "host" and cfg.agent == "example"
     assert cfg.build_args == {"VERSION": "1.2"} and cfg.secrets == ["API_KEY"]
-    assert cfg.dockerfile_path == tmp_path / "agent" / "Dockerfile"
+    assert cfg.config_file == tmp_path / "bottle.toml" and cfg.project_root == tmp_path
+
+
+def test_found_from_a_subdirectory_with_paths_from_its_own_directory(tmp_path: Path) -> None:
+    (tmp_path / "bottle.toml").write_text('context = "agent"\nworkspace = "."\n')
+    deep = tmp_path / "src" / "pkg"
+    deep.mkdir(parents=True)
+    cfg = load(start=deep, environ={})
+    assert cfg.config_file == tmp_path / "bottle.toml"
+    assert cfg.context == tmp_path / "agent" and cfg.workspace == tmp_path / "."
+
+
+def test_the_nearest_config_wins_and_a_pyproject_without_our_table_is_passed(
+        tmp_path: Path) -> None:
+    (tmp_path / "bottle.toml").write_text('image = "outer:1"\n')
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert load(start=inner, environ={}).image == "outer:1"
+    (inner / "pyproject.toml").write_text('[tool.bottle]\nimage = "inner:1"\n')
+    assert load(start=inner, environ={}).image == "inner:1"
 
 
 def test_pyproject_tool_bottle(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.bottle]\nimage = "mine:1"\njobs = 8\n')
-    cfg = load(cwd=tmp_path, environ={})
+    cfg = load(start=tmp_path, environ={})
     assert cfg.image == "mine:1" and cfg.jobs == 8
 
 
 def test_env_lists_and_tables(tmp_path: Path) -> None:
-    cfg = load(cwd=tmp_path, environ={"BOTTLE_ENV": "A=1 B='two words'",
-                                      "BOTTLE_ALLOW_CIDRS": "10.0.0.1/32 10.0.0.2/32",
-                                      "BOTTLE_TTY": "false"})
+    cfg = load(start=tmp_path, environ={"BOTTLE_ENV": "A=1 B='two words'",
+                                        "BOTTLE_ALLOW_CIDRS": "10.0.0.1/32 10.0.0.2/32",
+                                        "BOTTLE_TTY": "false"})
     assert cfg.env == {"A": "1", "B": "two words"}
     assert cfg.allow_cidrs == ["10.0.0.1/32", "10.0.0.2/32"] and cfg.tty is False
 
@@ -39,23 +62,69 @@ def test_env_lists_and_tables(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("toml", "env", "message"), [
     ('bakend = "docker"\n', {}, "unknown key 'bakend'"),
     ('backend = "podman"\n', {}, "backend = 'podman': expected one of docker"),
-    ("jobs = 0\n", {}, "jobs = 0: expected a number >= 1"),
+    ("jobs = 0\n", {}, "jobs = 0: expected a number from 1"),
+    ("jobs = inf\n", {}, "jobs = inf: expected a whole number"),
+    ("jobs = 2.5\n", {}, "expected a whole number"),
     ("tty = 3\n", {}, "expected true or false"),
     ("", {"BOTTLE_BAKEND": "x"}, "unknown environment variable BOTTLE_BAKEND"),
     ("", {"BOTTLE_JOBS": "many"}, "environment: jobs = 'many': expected a whole number"),
     ("backend = \n", {}, "bottle.toml"),
+    # Issue 8.3: env keys must be variable names; values hold no NUL or line break.
+    ('env = { "#X" = "v" }\n', {}, "not a valid environment variable name"),
+    ('env = { "PATH=/evil:/bin#" = "v" }\n', {}, "not a valid environment variable name"),
+    ('env = { A = "x\\u0000y" }\n', {}, "NUL or a line break"),
+    ('env = { A = "x\\ny" }\n', {}, "NUL or a line break"),
+    ('secrets = ["BAD-NAME"]\n', {}, "not a valid environment variable name"),
+    # Issue 8.4: a network we do not know is an error, never full egress.
+    ('network = "off"\n', {}, None),
+    ('network = "--privileged"\n', {}, "expected none, host, egress or a docker network"),
+    ('egress = ["http://evil"]\n', {}, "is not a host name"),
+    ('allow_cidrs = ["everything"]\n', {}, "is not a CIDR"),
+    ('memory = "-1g"\n', {}, "expected an amount"),
+    ('cpus = "inf"\n', {}, "expected a number of CPUs"),
+    ('json_out = true\n', {}, "unknown key 'json_out'"),
+    ('agent_args = ["x"]\n', {}, "unknown key 'agent_args'"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, toml: str, env: dict[str, str],
-                                      message: str) -> None:
+                                      message: str | None) -> None:
     (tmp_path / "bottle.toml").write_text(toml)
+    if message is None:  # a docker network name: accepted here, checked by the backend
+        load(start=tmp_path, environ=env)
+        return
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as err:
-        load(cwd=tmp_path, environ=env)
+        load(start=tmp_path, environ=env)
     assert "\n" not in str(err.value)
 
 
-def test_default_context_is_the_example_agent(tmp_path: Path) -> None:
-    cfg = load(cwd=tmp_path, environ={})
-    assert cfg.context is None  # resolved only when a build needs it
-    names = sorted(p.name for p in cfg.build_context.iterdir())
-    assert names == [".dockerignore", "Dockerfile", "busybox", "claude"]
-    assert cfg.backend == "docker" and cfg.network == "none" and cfg.agent == "claude"
+@pytest.mark.parametrize(("files", "message"), [
+    ({"bottle.toml": b"image = \"caf\xe9\"\n"}, "not UTF-8"),
+    ({"pyproject.toml": b"tool = 5\n"}, "[tool] must be a table"),
+    ({"pyproject.toml": b"[tool]\nbottle = 5\n"}, "[tool.bottle] must be a table"),
+])
+def test_unreadable_files_are_one_line(tmp_path: Path, files: dict[str, bytes],
+                                       message: str) -> None:
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load(start=tmp_path, environ={})
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load(start=tmp_path, environ={})
+    assert cfg.context is None and cfg.image is None  # resolved when a build needs them
+    assert cfg.backend == "docker" and cfg.network is None and cfg.agent == "example"
+    assert cfg.config_file is None
+
+
+def test_every_field_is_declared_once() -> None:
+    declared = [k.name for k in KEYS]
+    assert len(declared) == len(set(declared))
+    fields = {f.name for f in dataclasses.fields(Config)} - {"config_file", "project_root"}
+    assert set(declared) == fields
+
+
+def test_option_help_names_the_key_and_default_once() -> None:
+    backend = next(o for o in config.options_for("launch") if o["name"] == "backend")
+    assert backend["help"].count("config: backend") == 1
+    assert backend["help"].endswith("[config: backend; default: docker]")
+    assert "json_out" not in config.describe()  # only settable keys are listed as config

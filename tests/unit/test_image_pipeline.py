@@ -8,6 +8,7 @@ helper yields; with smolvm >= 1.31 the archive is packed directly, no registry.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,18 +61,24 @@ def _fake_pack(calls: list[str]) -> Any:
 
 
 @contextlib.contextmanager
-def pipeline(calls: list[str], dialect: Dialect) -> Iterator[dict[str, Any]]:
-    def build(*a: Any, **kw: Any) -> str:
+def pipeline(calls: list[str], dialect: Dialect,
+             engine: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The external steps, patched; `engine` stands for the engine's images (by id)."""
+    engine = {} if engine is None else engine
+
+    def build(context: Path, tag: str, **kw: Any) -> str:
         calls.append("build")
+        engine[IMAGE_ID] = {"Id": IMAGE_ID, "RepoTags": [tag],
+                            "Config": {"Labels": dict(kw["labels"])}}
         return IMAGE_ID
 
     @contextlib.contextmanager
-    def registry() -> Iterator[RegistryHandle]:
+    def registry(**kw: Any) -> Iterator[RegistryHandle]:
         calls.append("registry")
         yield RegistryHandle("cb-net-xyz", "cb-registry-xyz:5000", "localhost:54321")
 
     with patch.object(image.docker_mod, "build_image", side_effect=build) as b, \
-            patch.object(image.docker_mod, "engine_has_image", return_value=True) as has, \
+            patch.object(image.docker_mod, "engine_image", side_effect=engine.get) as has, \
             patch.object(image.docker_mod, "save", side_effect=_fake_save(calls)) as save, \
             patch.object(image.docker_mod, "tag") as tag, \
             patch.object(image, "ephemeral_registry", side_effect=registry) as reg, \
@@ -86,7 +93,7 @@ def pipeline(calls: list[str], dialect: Dialect) -> Iterator[dict[str, Any]]:
 def test_cache_miss_runs_build_save_push_pack_in_order(cfg: Config, store: Store) -> None:
     calls: list[str] = []
     with pipeline(calls, Dialect((1, 7, 0))) as m:
-        packed = image.ensure_smolmachine(cfg, store)
+        packed = ensure_smolmachine(cfg, store)
     assert [c for c in calls if c != "registry"] == ["build", "save", "push", "pack"]
     save_args = m["save"].call_args.args
     assert save_args[0] == "bot-bottle-claude:latest"
@@ -102,12 +109,22 @@ def test_cache_miss_runs_build_save_push_pack_in_order(cfg: Config, store: Store
         f"{DIGEST}.smolmachine", "meta.json"]
 
 
+def ensure_smolmachine(cfg: Config, store: Store) -> image.Packed:
+    inputs = image.build_inputs(cfg, store)
+    return image.ensure_smolmachine(inputs, store, image.digest_context(inputs, store))
+
+
+def ensure_image(cfg: Config, store: Store) -> image.Built:
+    inputs = image.build_inputs(cfg, store)
+    return image.ensure_image(inputs, store, image.digest_context(inputs, store))
+
+
 def test_cache_hit_touches_nothing_but_the_digest_check(cfg: Config, store: Store) -> None:
     with pipeline([], Dialect((1, 7, 0))):
-        first = image.ensure_smolmachine(cfg, store)
+        first = ensure_smolmachine(cfg, store)
     calls: list[str] = []
     with pipeline(calls, Dialect((1, 7, 0))) as m:
-        again = image.ensure_smolmachine(cfg, store)
+        again = ensure_smolmachine(cfg, store)
     assert again.artifact == first.artifact and not again.built
     assert calls == []
     for name in ("build", "has", "save", "registry", "push", "pack", "tag"):
@@ -117,7 +134,7 @@ def test_cache_hit_touches_nothing_but_the_digest_check(cfg: Config, store: Stor
 def test_new_smolvm_packs_the_archive_without_a_registry(cfg: Config, store: Store) -> None:
     calls: list[str] = []
     with pipeline(calls, Dialect((1, 31, 0))) as m:
-        image.ensure_smolmachine(cfg, store)
+        ensure_smolmachine(cfg, store)
     assert calls == ["build", "save", "pack"]
     src = m["pack"].call_args.args[0]
     assert isinstance(src, Path) and src.name == f"{DIGEST}.image.tar"
@@ -127,7 +144,7 @@ def test_registry_torn_down_when_push_fails(cfg: Config, store: Store) -> None:
     exited: list[bool] = []
 
     @contextlib.contextmanager
-    def registry() -> Iterator[RegistryHandle]:
+    def registry(**kw: Any) -> Iterator[RegistryHandle]:
         try:
             yield RegistryHandle(None, "127.0.0.1:1", "127.0.0.1:1")
         finally:
@@ -137,7 +154,7 @@ def test_registry_torn_down_when_push_fails(cfg: Config, store: Store) -> None:
         m["registry"].side_effect = registry
         m["push"].side_effect = RuntimeError("push failed")
         with pytest.raises(RuntimeError):
-            image.ensure_smolmachine(cfg, store)
+            ensure_smolmachine(cfg, store)
     assert exited == [True]
     assert store.get("smolmachine", DIGEST) is None
     assert not list((store.root / "tmp").iterdir())  # no tarball left behind
@@ -145,19 +162,44 @@ def test_registry_torn_down_when_push_fails(cfg: Config, store: Store) -> None:
 
 def test_unchanged_context_and_present_image_means_no_build(cfg: Config, store: Store) -> None:
     calls: list[str] = []
-    with pipeline(calls, Dialect((1, 7, 0))):
-        assert image.ensure_image(cfg, store).built
-        assert not image.ensure_image(cfg, store).built
+    engine: dict[str, Any] = {}
+    with pipeline(calls, Dialect((1, 7, 0)), engine) as m:
+        assert ensure_image(cfg, store).built
+        assert not ensure_image(cfg, store).built
+        m["tag"].assert_not_called()
     assert calls == ["build"]
 
 
 def test_removed_image_is_rebuilt(cfg: Config, store: Store) -> None:
     calls: list[str] = []
-    with pipeline(calls, Dialect((1, 7, 0))) as m:
-        image.ensure_image(cfg, store)
-        m["has"].return_value = False
-        again = image.ensure_image(cfg, store)
-    assert calls == ["build", "build"] and again.reason == "image was removed"
+    engine: dict[str, Any] = {}
+    with pipeline(calls, Dialect((1, 7, 0)), engine):
+        ensure_image(cfg, store)
+        engine.clear()
+        again = ensure_image(cfg, store)
+    assert calls == ["build", "build"]
+    assert again.line == f"built {DIGEST} (image {DIGEST} was removed from the engine)"
+
+
+def test_a_record_pointing_at_another_image_is_not_a_hit(cfg: Config, store: Store) -> None:
+    calls: list[str] = []
+    engine: dict[str, Any] = {}
+    with pipeline(calls, Dialect((1, 7, 0)), engine):
+        ensure_image(cfg, store)
+        engine[IMAGE_ID]["Config"]["Labels"][image.LABEL_CONTEXT] = "another context"
+        again = ensure_image(cfg, store)
+    assert calls == ["build", "build"] and "not built from this context" in again.line
+
+
+def test_a_hit_whose_tag_moved_points_the_tag_back(cfg: Config, store: Store) -> None:
+    """Issue 14.7: edit, build, revert, build: the tag must follow the chosen image."""
+    engine: dict[str, Any] = {}
+    with pipeline([], Dialect((1, 7, 0)), engine) as m:
+        ensure_image(cfg, store)
+        engine[IMAGE_ID]["RepoTags"] = []  # a later build took the tag
+        again = ensure_image(cfg, store)
+        assert not again.built
+        m["tag"].assert_called_once_with(IMAGE_ID, "bot-bottle-claude:latest")
 
 
 class TestAgentFromPath:
@@ -165,19 +207,22 @@ class TestAgentFromPath:
                                                   tmp_path: Path) -> None:
         artifact = tmp_path / "committed.smolmachine"
         artifact.write_text("")
+        with_artifact = dataclasses.replace(cfg, artifact=artifact)
+        inputs = image.build_inputs(with_artifact, store)
         with patch.object(image, "ensure_smolmachine") as ensure:
-            result = image.agent_artifact(Config(**{**cfg.__dict__, "artifact": artifact}),
-                                          store)
+            result = image.committed_or_packed(with_artifact, inputs, store,
+                                               image.digest_context(inputs, store))
         assert result.artifact == artifact
         ensure.assert_not_called()
 
     def test_falls_back_when_committed_artifact_missing(self, cfg: Config,
                                                         store: Store) -> None:
-        missing = Path("/missing/committed.smolmachine")
-        packed = image.Packed(Path("/cache/agent.smolmachine"), DIGEST, True, "packed")
+        missing = dataclasses.replace(cfg, artifact=Path("/missing/committed.smolmachine"))
+        inputs = image.build_inputs(missing, store)
+        packed = image.Packed(Path("/cache/agent.smolmachine"), True, "packed", DIGEST)
         with patch.object(image, "ensure_smolmachine", return_value=packed) as ensure:
-            result = image.agent_artifact(Config(**{**cfg.__dict__, "artifact": missing}),
-                                          store)
+            result = image.committed_or_packed(missing, inputs, store,
+                                               image.digest_context(inputs, store))
         assert result == packed
         ensure.assert_called_once()
 
@@ -186,4 +231,17 @@ def test_missing_dockerfile_is_a_clear_error(tmp_path: Path, store: Store) -> No
     from bottle.errors import BottleError
 
     with pytest.raises(BottleError, match="Dockerfile not found"):
-        image.ensure_image(Config(context=tmp_path), store)
+        image.build_inputs(Config(context=tmp_path), store)
+
+
+def test_default_tags_differ_per_project_and_per_cache(tmp_path: Path) -> None:
+    """Issue 14.8: no tag shared by every project (or by the tests and the user)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "ctx").mkdir(parents=True)
+    store1, store2 = Store(tmp_path / "c1"), Store(tmp_path / "c2")
+    tag_a = image.default_tag(Config(context=a / "ctx", project_root=a), store1)
+    tag_b = image.default_tag(Config(context=b / "ctx", project_root=b), store1)
+    assert tag_a != tag_b and tag_a.startswith("bot-bottle/a-example:")
+    assert image.default_tag(Config(), store1) != image.default_tag(Config(), store2)
+    assert image.default_tag(Config(image="mine:1"), store1) == "mine:1"

@@ -25,7 +25,7 @@ case "$1 $2" in
                      [ "$p" = "$5" ] && { echo '{"Id":"sha256:1"}'; exit 0; }
                    done
                    echo "Error: No such image: $5" >&2; exit 1 ;;
-  "pull -q") [ "$3" = "--" ] || { echo "pull without --" >&2; exit 2; }
+  "pull --quiet") [ "$3" = "--" ] || { echo "pull without --" >&2; exit 2; }
              for b in $BAD; do [ "$b" = "$4" ] && {
                echo "Error response from daemon: manifest for $4 not found: manifest unknown" >&2
                exit 1; }; done

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle.tools._proc import REDACTED, Tool, ToolError, ToolMissing
+from bottle.tools._proc import REDACTED, Tool, ToolError, ToolMissing, cause, run
 
 
 def script(bin_dir: Path, name: str, body: str) -> None:
@@ -26,24 +26,25 @@ def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
-def test_formulate_needs_nothing_installed() -> None:
+def test_a_command_is_a_value_needing_nothing_installed() -> None:
     tool = Tool("surely-not-installed-xyz", "install it")
-    assert tool["a", Path("/b"), 3].formulate() == ["surely-not-installed-xyz", "a", "/b", "3"]
+    cmd = tool.cmd("a", Path("/b"), 3)
+    assert cmd.argv == ["surely-not-installed-xyz", "a", "/b", "3"]
+    assert cmd == tool.cmd("a", "/b", "3")
 
 
 def test_missing_tool_names_it_and_how_to_get_it() -> None:
     tool = Tool("surely-not-installed-xyz", "apt-get install xyz")
     with pytest.raises(ToolMissing, match="surely-not-installed-xyz not found on PATH: apt-get"):
-        tool.run(tool["x"])
+        run(tool.cmd("x"))
 
 
 def test_path_and_env_are_read_when_run(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # plumbum's local.env is a snapshot from import time: the runner must not use it.
     script(bin_dir, "late-tool", 'echo "$LATE_VAR"\n')
     monkeypatch.setenv("LATE_VAR", "seen")
     tool = Tool("late-tool", "")
-    assert tool.run(tool[()]).stdout == "seen\n"
-    assert tool.run(tool[()], env={"LATE_VAR": "over"}).stdout == "over\n"
+    assert run(tool.cmd()).stdout == "seen\n"
+    assert run(tool.cmd(), env={"LATE_VAR": "over"}).stdout == "over\n"
 
 
 def test_a_variable_unset_since_first_use_does_not_reach_children(
@@ -51,21 +52,17 @@ def test_a_variable_unset_since_first_use_does_not_reach_children(
 ) -> None:
     script(bin_dir, "show-env", 'echo "[$REVOKED_TOKEN]"\n')
     tool = Tool("show-env", "")
-    from plumbum import local
-
-    # As if it had been set when plumbum was first imported: its snapshot holds it.
-    monkeypatch.setitem(local.env, "REVOKED_TOKEN", "old")
     monkeypatch.setenv("REVOKED_TOKEN", "old")
-    assert tool.run(tool[()]).stdout == "[old]\n"
+    assert run(tool.cmd()).stdout == "[old]\n"
     monkeypatch.delenv("REVOKED_TOKEN")
-    assert tool.run(tool[()]).stdout == "[]\n"
+    assert run(tool.cmd()).stdout == "[]\n"
 
 
 def test_error_carries_argv_code_output_and_one_line(bin_dir: Path) -> None:
     script(bin_dir, "failing", 'echo out; echo "first\nError: manifest unknown" >&2; exit 3\n')
     tool = Tool("failing", "")
     with pytest.raises(ToolError) as err:
-        tool.run(tool["pull", "img:bad"])
+        run(tool.cmd("pull", "img:bad"))
     e = err.value
     assert e.returncode == 3 and e.stdout == "out\n" and "manifest unknown" in e.stderr
     assert e.argv[1:] == ["pull", "img:bad"]
@@ -77,7 +74,7 @@ def test_secrets_are_redacted_everywhere(bin_dir: Path) -> None:
     script(bin_dir, "leaky", 'echo "token is $2" >&2; exit 1\n')
     tool = Tool("leaky", "")
     with pytest.raises(ToolError) as err:
-        tool.run(tool["--token", "s3cr3t-value"], secrets=["s3cr3t-value"])
+        run(tool.cmd("--token", "s3cr3t-value"), secrets=["s3cr3t-value"])
     text = str(err.value) + err.value.detail() + repr(err.value.args)
     assert "s3cr3t-value" not in text
     assert REDACTED in err.value.stderr and REDACTED in err.value.argv
@@ -89,7 +86,7 @@ def test_timeout_kills_the_child(bin_dir: Path, tmp_path: Path) -> None:
     tool = Tool("hangs", "")
     started = time.monotonic()
     with pytest.raises(ToolError, match="timed out"):
-        tool.run(tool[()], timeout=0.5)
+        run(tool.cmd(), timeout=0.5)
     assert time.monotonic() - started < 10
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
@@ -99,10 +96,48 @@ def test_timeout_kills_the_child(bin_dir: Path, tmp_path: Path) -> None:
 def test_check_false_returns_the_code(bin_dir: Path) -> None:
     script(bin_dir, "seven", "exit 7\n")
     tool = Tool("seven", "")
-    assert tool.run(tool[()], check=False).returncode == 7
+    assert run(tool.cmd(), check=False).returncode == 7
 
 
 def test_input_reaches_stdin(bin_dir: Path) -> None:
     script(bin_dir, "catty", "cat\n")
     tool = Tool("catty", "")
-    assert tool.run(tool[()], input="secret via stdin").stdout == "secret via stdin"
+    assert run(tool.cmd(), input="secret via stdin").stdout == "secret via stdin"
+
+
+def test_timeout_stops_the_whole_process_group(bin_dir: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script(bin_dir, "forks", f"sleep 30 & echo $! > {pidfile}\nwait\n")
+    with pytest.raises(ToolError, match="timed out"):
+        run(Tool("forks", "").cmd(), timeout=0.5)
+    pid = int(pidfile.read_text())
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_children_run_in_their_own_session(bin_dir: Path) -> None:
+    """A Ctrl-C at the terminal reaches us, not our tools: we stop them ourselves."""
+    script(bin_dir, "sid", "ps -o sid= -p $$\n")
+    sid = int(run(Tool("sid", "").cmd()).stdout.strip())
+    assert sid != os.getsid(0)
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("docker: Error response from daemon: network bogusnet not found.\n"
+     "Run 'docker run --help' for more information\n",
+     "docker: Error response from daemon: network bogusnet not found."),
+    ("docker: Error response from daemon: unable to find user node: no matching entries in "
+     "passwd file.\nSee 'docker run --help'.\n",
+     "docker: Error response from daemon: unable to find user node: no matching entries in "
+     "passwd file."),
+    ("ERROR: yaml.scanner.ScannerError: while scanning a simple key\n"
+     '  in "./stack.yaml", line 4, column 1\ncould not find expected \':\'\n'
+     '  in "./stack.yaml", line 5, column 1\n',
+     'ERROR: yaml.scanner.ScannerError: while scanning a simple key in "./stack.yaml", '
+     "line 4, column 1 could not find expected ':' in \"./stack.yaml\", line 5, column 1"),
+    ("step 1\nstep 2\nsomething odd happened\n", "something odd happened"),
+    ("", ""),
+])
+def test_the_one_line_carries_the_cause_not_the_usage_hint(stderr: str, expected: str) -> None:
+    assert cause(stderr) == expected

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 CODE = """
-from bottle.tools._proc import Tool
+from bottle.tools._proc import Tool, run
 t = Tool("sh", "")
-r = t.run(t["-c", "echo step one; echo step two >&2"], progress=True)
+r = run(t.cmd("-c", "echo step one; echo step two >&2"), progress=True)
 print("captured:", repr(r.stdout))
 """
 

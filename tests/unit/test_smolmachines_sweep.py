@@ -8,16 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bottle.backend import smolmachines
+from bottle.backend import owner_token
+from bottle.backend.smolmachines import SmolmachinesBackend
 from bottle.tools import smolvm
+from cache import cache_root
+from cache.store import Store
 from tests.helpers import smolvm_calls
 
 
-def _record(name: str, pid: int) -> None:
-    runs = smolmachines._runs()
+def _runs() -> Path:
+    return Store(cache_root()).area("run") / "smolmachines"
+
+
+def _record(name: str, owner: str) -> None:
+    runs = _runs()
     runs.mkdir(parents=True, exist_ok=True)
     (runs / f"{name}.json").write_text(json.dumps(
-        {"pid": pid, "host": os.uname().nodename, "state_dir": ""}))
+        {"owner": owner, "host": os.uname().nodename, "state_dir": ""}))
 
 
 def test_sweeps_dead_launchers_only(fake_smolvm: Path, tmp_path: Path) -> None:
@@ -27,11 +34,12 @@ def test_sweeps_dead_launchers_only(fake_smolvm: Path, tmp_path: Path) -> None:
     for name in ("bot-bottle-dead", "bot-bottle-live"):
         smolvm.machine_create(name)
         smolvm.machine_start(name)
-    _record("bot-bottle-dead", int(dead.stdout))
-    _record("bot-bottle-live", os.getpid())
-    assert smolmachines.sweep() == ["bot-bottle-dead"]
+    live = owner_token()
+    _record("bot-bottle-dead", live.replace(f"/{os.getpid()}/", f"/{int(dead.stdout)}/"))
+    _record("bot-bottle-live", live)
+    assert SmolmachinesBackend().sweep(Store(cache_root())) == ["bot-bottle-dead"]
     state = tmp_path / "smolvm-state"
     assert sorted(p.stem for p in state.glob("*.json")) == ["bot-bottle-live"]
-    assert [p.stem for p in smolmachines._runs().glob("*.json")] == ["bot-bottle-live"]
+    assert [p.stem for p in _runs().glob("*.json")] == ["bot-bottle-live"]
     verbs = [c[1:3] for c in smolvm_calls(fake_smolvm) if "bot-bottle-dead" in c]
     assert verbs[-2:] == [["stop", "--name"], ["delete", "--name"]]

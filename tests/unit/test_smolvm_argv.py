@@ -10,13 +10,13 @@ from unittest.mock import patch
 import pytest
 
 from bottle.errors import BottleError
-from bottle.tools import smolvm
+from bottle.tools import _proc, smolvm
+from bottle.tools._proc import Command, Result
 from bottle.tools.smolvm import (
     LEGACY,
     MODERN,
     Dialect,
     SmolvmError,
-    SmolvmRunResult,
     artifact_for,
     machine_cp,
     machine_create,
@@ -26,8 +26,12 @@ from bottle.tools.smolvm import (
 )
 
 
-def argv(cmd: object) -> list[str]:
-    return [str(a) for a in cmd.formulate()]  # type: ignore[attr-defined]
+def argv(cmd: Command) -> list[str]:
+    return cmd.argv
+
+
+def res(code: int, out: str = "", err: str = "") -> Result:
+    return Result(["smolvm"], code, out, err)
 
 
 class TestLegacyShapes:
@@ -190,7 +194,7 @@ class TestErrorPath:
         monkeypatch.setenv("FAIL_CODE", "42")
         monkeypatch.setenv("FAIL_MSG", "nope")
         r = machine_exec("agent-xyz", ["sh", "-c", "exit 42"], dialect=MODERN)
-        assert r == SmolvmRunResult(42, "", "nope\n")
+        assert (r.returncode, r.stdout, r.stderr) == (42, "", "nope\n")
 
     def test_cp_with_an_empty_side_runs_nothing(self, failing_smolvm: Path) -> None:
         machine_cp("", "agent-xyz:/dest", dialect=MODERN)
@@ -207,19 +211,19 @@ class TestErrorPath:
 
 class TestWaitExecReady:
     def test_returns_at_once_when_exec_succeeds(self) -> None:
-        with patch.object(smolvm, "machine_exec", return_value=SmolvmRunResult(0, "", "")) as m:
+        with patch.object(smolvm, "machine_exec", return_value=res(0, "", "")) as m:
             wait_exec_ready("vm-x", dialect=MODERN)
-        m.assert_called_once_with("vm-x", ["true"], dialect=MODERN)
+        m.assert_called_once_with("vm-x", ["true"], dialect=MODERN, state_dir=None)
 
     def test_retries_until_success(self) -> None:
-        results = [SmolvmRunResult(1, "", "not ready")] * 2 + [SmolvmRunResult(0, "", "")]
+        results = [res(1, "", "not ready")] * 2 + [res(0, "", "")]
         with patch.object(smolvm, "machine_exec", side_effect=results) as m, \
                 patch.object(smolvm.time, "sleep"):
             wait_exec_ready("vm-x", dialect=MODERN)
         assert m.call_count == 3
 
     def test_timeout_raises_naming_the_machine(self) -> None:
-        with patch.object(smolvm, "machine_exec", return_value=SmolvmRunResult(1, "", "")), \
+        with patch.object(smolvm, "machine_exec", return_value=res(1, "", "")), \
                 patch.object(smolvm.time, "monotonic", side_effect=[0.0, 0.0, 10.0]), \
                 patch.object(smolvm.time, "sleep"), pytest.raises(SmolvmError) as err:
             wait_exec_ready("vm-x", timeout=5.0, dialect=MODERN)
@@ -228,5 +232,5 @@ class TestWaitExecReady:
 
 def test_fake_smolvm_log_is_json(fake_smolvm: Path) -> None:
     smolvm._detect.cache_clear()
-    smolvm.TOOL.run(smolvm.TOOL["--version"])
+    _proc.run(smolvm.TOOL.cmd("--version"))
     assert json.loads(fake_smolvm.read_text().splitlines()[0]) == ["--version"]

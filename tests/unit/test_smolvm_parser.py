@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not PARSERS, reason="smolmachines (smolvm's pars
 
 def every_argv(d: Dialect) -> list[list[str]]:
     """Each builder across the combinations of its options."""
-    out: list[object] = []
+    out: list[smolvm.Command] = []
     sd = [None, Path("/tmp/bb-state")] if d.state_dir else [None]
     for state in sd:
         out.append(smolvm.pack_create_cmd("127.0.0.1:5000/bot-bottle:0123456789abcdef",
@@ -38,6 +38,11 @@ def every_argv(d: Dialect) -> list[list[str]]:
                                                  allow_cidrs=cidrs, env=env,
                                                  secret_env=secrets, state_dir=state))
         out.append(smolvm.machine_create_cmd("bb-1", dialect=d, net=True, state_dir=state))
+        # Egress allow-lists (what network = egress makes).
+        out.append(smolvm.machine_create_cmd(
+            "bb-1", dialect=d, from_path=Path("/tmp/a.smolmachine"), net=True,
+            allow_hosts=["api.anthropic.com", "claude.ai"], allow_cidrs=["10.1.2.3/32"],
+            allow_host_patterns=["*.sentry.io"] if d.host_patterns else [], state_dir=state))
         for build in (smolvm.machine_start_cmd, smolvm.machine_stop_cmd,
                       smolvm.machine_delete_cmd):
             out.append(build("bb-1", dialect=d, state_dir=state))
@@ -53,7 +58,7 @@ def every_argv(d: Dialect) -> list[list[str]]:
                                          state_dir=state))
         out.append(smolvm.machine_cp_cmd("bb-1:/tmp/o.tar", "/tmp/o.tar", dialect=d,
                                          state_dir=state))
-    return [[str(a) for a in c.formulate()] for c in out]  # type: ignore[attr-defined]
+    return [c.argv for c in out]
 
 
 @pytest.mark.parametrize("parser", PARSERS, ids=lambda p: p.parent.parent.name or str(p))
@@ -77,7 +82,9 @@ def test_the_check_can_fail(parser: Path, tmp_path: Path) -> None:
         ["smolvm", "pack", "create", "--image", "a:1", "--outputt", "/tmp/x"],
     ]
     if smolvm_parser.dialect_of(parser).name_flag_everywhere:
-        bad.append([str(a) for a in smolvm.machine_create_cmd(
-            "agent-xyz", dialect=smolvm.LEGACY).formulate()])
+        bad.append(smolvm.machine_create_cmd("agent-xyz", dialect=smolvm.LEGACY).argv)
+    if not smolvm_parser.dialect_of(parser).host_patterns:
+        bad.append(["smolvm", "machine", "create", "--name", "x", "--allow-host-pattern",
+                    "*.a.b"])
     for argv in bad:
         assert smolvm_parser.check(parser, argv, tmp_path).returncode == 2, argv

@@ -1,0 +1,236 @@
+"""The tasks' actions: each turns its options into a call of the module that does the
+work, and says in one line what happened. A user-caused failure becomes one line on
+stderr (the full output of a failed tool goes to a log under the cache) and a failed
+task; the agent's exit code is the launch's.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from bottle import config as config_mod
+from bottle import image
+from bottle.progress import say
+from bottle.tools._proc import ToolError
+from bottle.units import human, parse_age, parse_size
+from cache import cache_root
+from cache.digest import ContextDigest
+from cache.errors import UserError
+from cache.store import Store, check_root
+
+# Everything after `--` on the command line, verbatim (doit would eat NAME=VALUE items).
+AGENT_ARGS: list[str] | None = None
+
+
+def set_agent_args(argv: list[str]) -> list[str]:
+    """Split `argv` at the first `--`: keep the agent's part here, return the rest."""
+    global AGENT_ARGS
+    if "--" in argv:
+        at = argv.index("--")
+        AGENT_ARGS = argv[at + 1:]
+        return argv[:at]
+    AGENT_ARGS = None
+    return argv
+
+
+@functools.cache
+def store() -> Store:
+    root = cache_root()
+    check_root(root)
+    return Store(root, on_wait=lambda what: say(f"waiting for another bottle process "
+                                                  f"working on {what}"),
+                 on_problem=say)
+
+
+def _log(err: ToolError) -> str:
+    """Write a failed tool's full (redacted) output under the cache; its path, or ""."""
+    try:
+        logs = store().area("logs")
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{err.argv[0]}.log"
+        path.write_text(err.detail())
+        return str(path)
+    except (OSError, UserError):
+        return ""
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A user-caused error becomes one line on stderr and a failed task, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            line = str(err)
+            if isinstance(err, ToolError) and (log := _log(err)):
+                line += f" (full output: {log})"
+            print(f"bottle: error: {line}", file=sys.stderr, flush=True)
+            return TaskFailed(line, report=False)
+
+    return wrapper
+
+
+@functools.cache
+def base_config() -> config_mod.Config:
+    cfg = config_mod.load()
+    if cfg.config_file and cfg.project_root != config_mod.cwd():
+        say(f"config: {cfg.config_file}")
+    return cfg
+
+
+@functools.cache
+def _context() -> tuple[image.BuildInputs, ContextDigest]:
+    """The build inputs and their digest: computed once per run, shared by the uptodate
+    check and the action (a second walk would find nothing changed and lose the why)."""
+    inputs = image.build_inputs(base_config(), store())
+    return inputs, image.digest_context(inputs, store())
+
+
+# --- build and pack -------------------------------------------------------------------
+
+
+def decide_build() -> tuple[bool, str, str]:
+    inputs, ctx = _context()
+    found = image.find_image(inputs, store(), ctx)
+    return found.hit and not found.retag, found.line, ""
+
+
+@user_errors
+def build() -> None:
+    inputs, ctx = _context()
+    say(f"build: {image.ensure_image(inputs, store(), ctx).line}")
+
+
+def decide_pack() -> tuple[bool, str, str]:
+    cfg = base_config()
+    if cfg.artifact is not None and cfg.artifact.is_file():
+        return True, f"using committed {cfg.artifact}", str(cfg.artifact)
+    _inputs, ctx = _context()
+    found = image.find_smolmachine(store(), ctx)
+    if not found.hit or found.image_id is None:
+        return False, found.line, ""
+    entry = store().get("smolmachine", image.short_id(found.image_id))
+    return entry is not None, found.line, str(image.smolmachine_file(entry)) if entry else ""
+
+
+@user_errors
+def pack() -> None:
+    inputs, ctx = _context()
+    packed = image.committed_or_packed(base_config(), inputs, store(), ctx)
+    say(f"pack: {packed.line}")
+    print(packed.artifact)
+
+
+# --- launch, sweep ----------------------------------------------------------------------
+
+
+@user_errors
+def launch(agent_args: list[str], **options: Any) -> None:
+    from bottle.launch import launch as run
+
+    args = AGENT_ARGS if AGENT_ARGS is not None else agent_args
+    cfg = config_mod.load({**options, "agent_args": args or None})
+    code = run(cfg, store())
+    if code:
+        raise SystemExit(code)  # the agent's exit code is the launch's
+
+
+@user_errors
+def sweep() -> None:
+    from bottle.launch import sweep as run
+
+    removed = run(store())
+    for name in removed:
+        say(f"sweep: removed {name}")
+    say(f"sweep: removed {len(removed)} things left by killed launches")
+
+
+# --- prepull ----------------------------------------------------------------------------
+
+
+@user_errors
+def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
+    from bottle import prepull as pp
+
+    cfg = config_mod.load(options)
+    started = time.monotonic()
+    wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
+                        project_dir=cfg.project_dir, profiles=cfg.profiles,
+                        cache_dir=store().area("prepull"))
+    if not wanted:
+        if json_out:
+            print(pp.as_json([], 0.0))
+        elif not quiet:
+            say("prepull: no images resolved; nothing to pull (the deploy pulls as usual)")
+        return
+    try:
+        outcomes = pp.prepull(wanted, jobs=cfg.jobs)
+    except pp.PrepullFailed as err:
+        pp.report(err.outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out,
+                  failed=True)
+        raise
+    pp.report(outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out)
+
+
+# --- cache management -----------------------------------------------------------------
+
+
+@user_errors
+def cache_list(json_out: bool) -> None:
+    s = store()
+    rows: list[dict[str, Any]] = [
+        {"kind": e.kind, "key": e.key, "size": e.size, "last_used": e.last_used,
+         "created": e.meta.get("created"), "source": e.meta.get("source_image"),
+         "path": str(e.path), "problem": problem}
+        for e, problem in s.entries()
+    ]
+    usage = s.usage()
+    if json_out:
+        print(json.dumps({"entries": rows, "areas": usage, "root": str(s.root)}, indent=1))
+        return
+    print(f"{'KIND':<12} {'KEY':<18} {'SIZE':>10}  {'LAST USED':<19}  SOURCE")
+    for r in rows:
+        used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_used"]))
+        note = f"  (damaged: {r['problem']})" if r["problem"] else ""
+        print(f"{r['kind']:<12} {r['key']:<18} {human(r['size']):>10}  {used:<19}  "
+              f"{r['source'] or ''}{note}")
+    areas = ", ".join(f"{a} {human(n)}" for a, n in usage.items() if n)
+    print(f"{len(rows)} entries; {human(sum(usage.values()))} in {s.root}"
+          + (f" ({areas})" if areas else ""))
+
+
+@user_errors
+def cache_gc(max_size: str, max_age: str) -> None:
+    budget = parse_size(max_size) if max_size else None
+    age = parse_age(max_age) if max_age else None
+    removed = store().gc(max_bytes=budget, max_age_seconds=age)
+    for r in removed:
+        if r.area == "objects":
+            say(f"cache_gc: removed {r.name} ({human(r.size)})")
+    try:
+        images = image.remove_unreferenced(store())
+    except ToolError as err:
+        images = []
+        say(f"cache_gc: images not checked ({err.reason})")
+    for line in images:
+        say(f"cache_gc: removed image {line}")
+    say(f"cache_gc: removed {len(removed)} cache items ({human(sum(r.size for r in removed))})"
+        f" and {len(images)} images")
+
+
+@user_errors
+def cache_verify() -> TaskFailed | None:
+    checked, bad = store().verify()
+    for name, problem in bad:
+        say(f"cache_verify: {name}: {problem} (removed; it will be rebuilt)")
+    say(f"cache_verify: {checked - len(bad)} of {checked} ok")
+    return TaskFailed(f"{len(bad)} damaged", report=False) if bad else None

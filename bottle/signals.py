@@ -1,0 +1,75 @@
+"""Signals: SIGINT, SIGTERM and SIGHUP unwind like Ctrl-C (so every `finally` tears its
+bottle down), and teardown itself can be shielded from a second one.
+
+Exit codes follow the shell's convention: 128 + the signal number (130 for SIGINT,
+143 for SIGTERM, 129 for SIGHUP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+_CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked us to stop; `exit_code` is 128 + its number."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code(err: KeyboardInterrupt) -> int:
+    return err.exit_code if isinstance(err, Interrupted) else 128 + signal.SIGINT
+
+
+class _State:
+    depth = 0
+    what: list[str] = []
+    pending: int | None = None
+
+
+def _handler(signum: int, _frame: FrameType | None) -> None:
+    if _State.depth:
+        # Teardown under way: record it; the teardown finishes, then we stop.
+        _State.pending = _State.pending or signum
+        doing = _State.what[-1] if _State.what else "the bottle"
+        print(f"\nbottle: {signal.Signals(signum).name} received; still removing {doing}",
+              file=sys.stderr, flush=True)
+        return
+    raise Interrupted(signum)
+
+
+def install() -> None:
+    """Route SIGINT, SIGTERM and SIGHUP through `Interrupted` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in _CAUGHT:
+        signal.signal(sig, _handler)
+
+
+@contextlib.contextmanager
+def shielded(what: str) -> Iterator[None]:
+    """Run a teardown to its end: a signal that arrives meanwhile is reported and then
+    raised once the teardown is done (unless an interrupt is already unwinding)."""
+    _State.depth += 1
+    _State.what.append(what)
+    try:
+        yield
+    finally:
+        _State.depth -= 1
+        _State.what.pop()
+        if not _State.depth and _State.pending is not None:
+            signum, _State.pending = _State.pending, None
+            if sys.exc_info()[0] is None:
+                raise Interrupted(signum)
