@@ -170,12 +170,12 @@ class Inputs:
     watched: tuple[Path, ...]  # read if present; their absence matters too
 
 
-def _dotenv_value(path: Path, name: str, environ: Mapping[str, str]) -> str | None:
-    if name in environ:
-        return environ[name]
-    if not path.is_file():
-        return None
-    return dotenv.read(path, environ).get(name)
+def _dotenv_values(path: Path, environ: Mapping[str, str], *names: str) -> list[str | None]:
+    """Each of `names` as compose sees it: the environment's, else the `.env` file's."""
+    if all(n in environ for n in names):
+        return [environ[n] for n in names]
+    file = dotenv.read(path, environ) if path.is_file() else {}
+    return [environ[n] if n in environ else file.get(n) for n in names]
 
 
 def _search(start: Path) -> tuple[list[Path], list[Path]]:
@@ -205,10 +205,11 @@ def inputs(
         chosen = [cwd / f for f in files]
     else:
         try:
-            value = _dotenv_value(start / ".env", "COMPOSE_FILE", environ)
-            sep = _dotenv_value(start / ".env", "COMPOSE_PATH_SEPARATOR", environ) or os.pathsep
+            value, sep_value = _dotenv_values(start / ".env", environ, "COMPOSE_FILE",
+                                              "COMPOSE_PATH_SEPARATOR")
         except dotenv.DotenvError:
             return None
+        sep = sep_value or os.pathsep
         if value is not None and "$" in value:
             return None
         chosen = [cwd / f for f in value.split(sep)] if value else []
@@ -218,7 +219,7 @@ def inputs(
         return None
     dirs = dict.fromkeys(d for d in (cwd, pdir, chosen[0].parent) if d is not None)
     env_files = [cwd / f for f in environ.get("COMPOSE_ENV_FILES", "").split(",") if f]
-    watched = [*looked, *env_files, *(d / ".env" for d in dirs)]
+    watched = [p for p in (*looked, *env_files, *(d / ".env" for d in dirs)) if p not in chosen]
     return Inputs(tuple(chosen), tuple(dict.fromkeys(watched)))
 
 
@@ -241,6 +242,6 @@ def v1_profiles(
     if first is None and environ.get("COMPOSE_FILE"):
         first = environ["COMPOSE_FILE"].split(environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep))[0]
     override = project_dir or (Path(first).parent if first and os.path.dirname(first) else None)
-    value = _dotenv_value(cwd / override / ".env" if override else cwd / ".env",
-                          "COMPOSE_PROFILES", environ)
+    [value] = _dotenv_values(cwd / override / ".env" if override else cwd / ".env", environ,
+                             "COMPOSE_PROFILES")
     return set(value.split(",")) if value else set()

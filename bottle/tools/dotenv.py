@@ -7,6 +7,15 @@ key wins; unquoted values end at the line (a ` #` starts a comment) and are trim
 unquoted and double-quoted values interpolate `$VAR`, `${VAR:-default}` and friends from
 the environment first, then from the keys above; a bare `KEY` line copies KEY from the
 environment. A bad line is an error, as it is for compose.
+
+Not python-dotenv: on compose-go's 108 cases python-dotenv 1.2 gets 39 wrong. It has no
+`KEY: value`, no `$VAR` without braces, no `${VAR-x}`/`${VAR:?x}`/`${VAR?x}`/`${VAR+x}`;
+its file values beat the environment inside `${...}` (compose: the environment first); a
+bare `KEY` gives None, not the environment's value; `\\0123` and `\\$` escapes differ; and
+it accepts what compose refuses (unterminated quotes, `lol$wut`, keys with spaces).
+Compose v1 reads `.env` with python-dotenv, so for v1 those cases differ the same way;
+prepull reads `.env` only for COMPOSE_FILE / COMPOSE_PATH_SEPARATOR (to know which files
+a cached answer depends on) and, with v1, COMPOSE_PROFILES.
 """
 
 from __future__ import annotations

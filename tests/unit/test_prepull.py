@@ -47,6 +47,7 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CALLS", str(calls))
     # An engine only the docker CLI can reach (as over ssh): every check goes through it.
     monkeypatch.setenv("DOCKER_HOST", "ssh://unit-test-engine")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no compose plugin
     return calls
 
 
