@@ -178,6 +178,11 @@ def _dotenv_values(path: Path, environ: Mapping[str, str], *names: str) -> list[
     return [environ[n] if n in environ else file.get(n) for n in names]
 
 
+def _abs(cwd: Path, path: str | Path) -> Path:
+    """As compose makes a path absolute: against the working directory, `..` folded."""
+    return Path(os.path.normpath(cwd / path))
+
+
 def _search(start: Path) -> tuple[list[Path], list[Path]]:
     """compose's default-file search from `start` upward: (files it loads, places looked)."""
     looked: list[Path] = []
@@ -198,11 +203,11 @@ def inputs(
     COMPOSE_FILE that needs interpolating, a `.env` compose would refuse)."""
     if "-" in map(str, files):
         return None
-    pdir = cwd / project_dir if project_dir else None
+    pdir = _abs(cwd, project_dir) if project_dir else None
     start = pdir or cwd
     looked: list[Path] = []
     if files:
-        chosen = [cwd / f for f in files]
+        chosen = [_abs(cwd, f) for f in files]
     else:
         try:
             value, sep_value = _dotenv_values(start / ".env", environ, "COMPOSE_FILE",
@@ -212,13 +217,16 @@ def inputs(
         sep = sep_value or os.pathsep
         if value is not None and "$" in value:
             return None
-        chosen = [cwd / f for f in value.split(sep)] if value else []
+        chosen = [_abs(cwd, f) for f in value.split(sep)] if value else []
         if not value:
             chosen, looked = _search(start)
+            if pdir is not None:  # v1 searches from here even with --project-directory
+                also, looked_here = _search(cwd)
+                looked += [*also, *looked_here]
     if not chosen or not all(f.is_file() for f in chosen):
         return None
     dirs = dict.fromkeys(d for d in (cwd, pdir, chosen[0].parent) if d is not None)
-    env_files = [cwd / f for f in environ.get("COMPOSE_ENV_FILES", "").split(",") if f]
+    env_files = [_abs(cwd, f) for f in environ.get("COMPOSE_ENV_FILES", "").split(",") if f]
     watched = [p for p in (*looked, *env_files, *(d / ".env" for d in dirs)) if p not in chosen]
     return Inputs(tuple(chosen), tuple(dict.fromkeys(watched)))
 

@@ -323,3 +323,41 @@ def test_a_wrapper_that_hides_the_exit_code_still_fails(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(compose.ComposeError, match="no such file or directory"):
         pp.resolve()
+
+
+def test_inputs_cover_what_either_compose_reads(tmp_path: Path) -> None:
+    """Which files a cached answer depends on (compose.inputs), without running compose."""
+    app, here = tmp_path / "app", tmp_path / "here"
+    (app / "sub").mkdir(parents=True)
+    here.mkdir()
+    (app / "compose.yml").write_text("services: {}\n")
+    (app / "x.yml").write_text("services: {}\n")
+    found = compose.inputs([Path("../app/compose.yml")], None, here, {})
+    assert found is not None and found.compose_files == (app / "compose.yml",)
+    assert {here / ".env", app / ".env"} <= set(found.watched)
+    # COMPOSE_FILE from an exported .env line, paths from the working directory
+    (app / ".env").write_text("export COMPOSE_FILE=compose.yml;x.yml # two\n"
+                              "COMPOSE_PATH_SEPARATOR=;\n")
+    found = compose.inputs([], None, app, {})
+    assert found is not None and found.compose_files == (app / "compose.yml", app / "x.yml")
+    # the default search from a subdirectory watches the places it looked
+    found = compose.inputs([], None, app / "sub", {})
+    assert found is not None and found.compose_files == (app / "compose.yml",)
+    assert app / "sub" / "compose.yaml" in found.watched
+    # unknowable: stdin, an interpolated COMPOSE_FILE, a .env compose refuses
+    assert compose.inputs([Path("-")], None, app, {}) is None
+    assert compose.inputs([], None, here, {"COMPOSE_FILE": "${X}.yml"}) is None
+    (here / ".env").write_text("BAD KEY=1\n")
+    assert compose.inputs([], None, here, {}) is None
+
+
+@pytest.mark.parametrize(("text", "reads"), [
+    (b"include:\n  - other.yml\n", True),
+    (b"services:\n  a:\n    extends:\n      file: b.yml\n      service: a\n", True),
+    (b"services:\n  a:\n    extends: {file: b.yml, service: a}\n", True),
+    (b"services:\n  a:\n    extends: b\n", False),
+    (b"services:\n  a:\n    image: x\n    # extends:\n    #   file: hw.yml\n", False),
+    (b"services:\n  a: {image: x}\nsecrets:\n  s:\n    file: ./s.txt\n", False),
+])
+def test_reads_other_files(text: bytes, reads: bool) -> None:
+    assert compose.reads_other_files(text) is reads
