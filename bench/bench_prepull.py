@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`bottle prepull` vs `docker-compose pull` on N images from a registry on loopback.
+"""`bottle prepull` vs `compose pull` on N images from a registry on loopback.
 
 Builds N distinct FROM-scratch images (busybox + SIZE_MB of random data each), pushes
 them to an ephemeral registry on 127.0.0.1 with skopeo, writes a compose file naming
