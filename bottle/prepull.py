@@ -136,7 +136,9 @@ def resolution_key(
     """A digest of every input that can change what compose renders, or None when they
     cannot all be known (then nothing is cached): which compose, the arguments, the
     directory, the compose files, every `.env` and default-file place compose may look at
-    (present or not), the COMPOSE_*/DOCKER_* environment and every variable the files name."""
+    (present or not), the COMPOSE_*/DOCKER_* environment and every variable the files name.
+    Left out: `env_file` contents (a container's environment, never an image, profile or
+    policy), so a cached answer can outlive an env_file the deploy will miss."""
     found = compose.inputs(files, project_dir, cwd, environ)
     if found is None:
         return None
