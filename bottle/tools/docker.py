@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bottle import reference
 from bottle.errors import BottleError
 from bottle.tools import _proc
 from bottle.tools._argv import eq, flag, pairs_eq, repeat_eq
@@ -121,15 +122,25 @@ def inspect_image_cmd(ref: str) -> Command:
     return TOOL.cmd("image", "inspect", "--format={{json .}}", "--", positional(ref, "image"))
 
 
+# Image values are also checked by the reference grammar (bottle.reference): a bad one is
+# one line naming it and why, before any argv exists.
+
+
 def save_cmd(ref: str, output: Path) -> Command:
-    return TOOL.cmd("save", f"--output={output}", "--", positional(ref, "image"))
+    """`ref`: an image ID or a reference."""
+    return TOOL.cmd("save", f"--output={output}", "--",
+                    positional(reference.check_any(ref), "image"))
 
 
 def tag_cmd(source: str, target: str) -> Command:
-    return TOOL.cmd("tag", "--", positional(source, "image"), positional(target, "image"))
+    """`source`: an image ID or a reference; `target`: a reference without a digest."""
+    reference.parse_tag_target(target)
+    return TOOL.cmd("tag", "--", positional(reference.check_any(source), "image"),
+                    positional(target, "image"))
 
 
 def pull_cmd(ref: str) -> Command:
+    reference.parse(ref)
     return TOOL.cmd("pull", "--quiet", "--", positional(ref, "image"))
 
 

@@ -1,5 +1,6 @@
-"""`bottle prepull` against a real registry on loopback, with compose resolving images
-from two files named by COMPOSE_FILE in the deployment's .env and ${VERSION} interpolation."""
+"""`bottle prepull` against a real registry on loopback, with compose (v2 and v1, for real)
+resolving images from two files named by COMPOSE_FILE in the deployment's .env and
+${VERSION} interpolation."""
 
 from __future__ import annotations
 
@@ -12,24 +13,38 @@ import pytest
 
 from bottle.tools import docker, skopeo
 from bottle.tools.registry import RegistryHandle, ephemeral_registry
+from tests import compose_flavors
 from tests.conftest import busybox_context
 from tests.helpers import bottle, docker_calls
+
+
+@pytest.fixture(params=compose_flavors.FLAVORS)
+def flavor(request: pytest.FixtureRequest, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> str:
+    compose_flavors.install(request.param, tmp_path / "compose", monkeypatch)
+    return str(request.param)
 
 
 @pytest.fixture
 def registry_with_two_images(engine: str, tmp_path: Path) -> Iterator[RegistryHandle]:
     with ephemeral_registry(tmp=tmp_path) as reg:
-        for name in ("web", "worker"):
-            ctx = busybox_context(tmp_path / name, f'LABEL svc="{name}"\n')
-            docker.build_image(ctx, f"bb-prepull-{name}:src", iidfile=tmp_path / f"{name}.iid")
-            tar = tmp_path / f"{name}.tar"
-            docker.save(f"bb-prepull-{name}:src", tar)
-            skopeo.copy_archive(tar, f"{reg.push_endpoint}/{name}:2.1")
-        yield reg
+        try:
+            for name in ("web", "worker"):
+                ctx = busybox_context(tmp_path / name, f'LABEL svc="{name}"\n')
+                docker.build_image(ctx, f"bb-prepull-{name}:src",
+                                   iidfile=tmp_path / f"{name}.iid")
+                tar = tmp_path / f"{name}.tar"
+                docker.save(f"bb-prepull-{name}:src", tar)
+                skopeo.copy_archive(tar, f"{reg.push_endpoint}/{name}:2.1")
+            yield reg
+        finally:
+            for ref in ("bb-prepull-web:src", "bb-prepull-worker:src",
+                        f"{reg.pull_endpoint}/web:2.1", f"{reg.pull_endpoint}/worker:2.1"):
+                _rmi(ref)
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, registry_with_two_images: RegistryHandle) -> Path:
+def deployment(tmp_path: Path, registry_with_two_images: RegistryHandle, flavor: str) -> Path:
     reg = registry_with_two_images.pull_endpoint
     app = tmp_path / "app"
     (app / "b").mkdir(parents=True)
@@ -48,7 +63,7 @@ def deployment(tmp_path: Path, registry_with_two_images: RegistryHandle) -> Path
   cache:
     image: "{reg}/web:${{VERSION}}"
 """)
-    (app / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=2.1\n")
+    (app / ".env").write_text("export COMPOSE_FILE=base.yml:extra.yml # both\nVERSION=2.1\n")
     return app
 
 
@@ -74,6 +89,8 @@ def test_pulls_exactly_the_missing_image(deployment: Path, recording_docker: Pat
     assert second.returncode == 0, second.stderr
     pulled = [c.split()[-1] for c in docker_calls(recording_docker) if c.startswith("pull")]
     assert pulled == [worker]
+    assert all(c.startswith("pull --quiet -- ") for c in docker_calls(recording_docker)
+               if c.startswith("pull"))
     assert "present" in second.stdout and "1 present, 1 pulled" in second.stdout
 
     recording_docker.write_text("")
@@ -101,3 +118,37 @@ def test_profiles_enable_services(deployment: Path,
     assert "debug:1" in r.stderr
     statuses = {i["image"].rsplit("/", 1)[1]: i["status"] for i in json.loads(r.stdout)["images"]}
     assert statuses["debug:1"] == "failed"
+
+
+def test_a_flag_for_an_image_never_reaches_docker(deployment: Path, recording_docker: Path) -> None:
+    (deployment / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=2.1\n"
+                                     "DEBUG_IMAGE=--help\n")
+    (deployment / "extra.yml").write_text((deployment / "extra.yml").read_text()
+                                          + '  helper:\n    image: "${DEBUG_IMAGE}"\n')
+    r = bottle("prepull", cwd=deployment)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "bottle: error: prepull: service helper: bad image reference '--help': starts with '-'"]
+    assert not [c for c in docker_calls(recording_docker) if c.startswith("pull")]
+
+
+def test_pull_policies(tmp_path: Path, registry_with_two_images: RegistryHandle, flavor: str,
+                       recording_docker: Path) -> None:
+    """never and build: left alone; always: pulled although present; missing: skipped."""
+    reg = registry_with_two_images.pull_endpoint
+    app = tmp_path / "policies"
+    (app / "b").mkdir(parents=True)
+    (app / "compose.yml").write_text(f"""services:
+  web: {{image: "{reg}/web:2.1"}}
+  worker: {{image: "{reg}/worker:2.1", pull_policy: always}}
+  sidecar: {{image: "{reg}/absent:1", pull_policy: never}}
+  local: {{image: "{reg}/local:1", build: ./b, pull_policy: build}}
+""")
+    assert bottle("prepull", "--quiet", cwd=app).returncode == 0
+    recording_docker.write_text("")
+    r = bottle("prepull", "--json", cwd=app)
+    assert r.returncode == 0, r.stderr
+    got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+    assert got == {f"{reg}/web:2.1": "present", f"{reg}/worker:2.1": "pulled"}
+    pulled = [c.split()[-1] for c in docker_calls(recording_docker) if c.startswith("pull")]
+    assert pulled == [f"{reg}/worker:2.1"]

