@@ -71,6 +71,8 @@ class Config:
     profiles: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     jobs: int = 4
+    remote: str | None = None
+    remote_push: bool = False
     # Where the config came from: the file (None when there is none) and its directory.
     config_file: Path | None = None
     project_root: Path | None = None
@@ -292,6 +294,9 @@ KEYS: tuple[Key, ...] = (
     Key("images", _list, "pull these images instead of asking compose (repeatable)",
         tasks=("prepull",), long="image", option_type=list),
     Key("jobs", _count, "pulls at once", tasks=("prepull",), short="j", option_type=int),
+    Key("remote", _text, "a shared cache, HOST[:PORT]/REPO in an OCI registry (credentials "
+        "from docker's config or $REGISTRY_AUTH_FILE)"),
+    Key("remote_push", _bool, "push what is built here to the shared cache (CI: true)"),
 )
 _FIELDS = {f.name: f for f in fields(Config)}
 BY_NAME = {k.name: k for k in KEYS}

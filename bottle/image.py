@@ -8,9 +8,11 @@ with this context digest, under this tag?), without running docker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,22 @@ import xxhash
 from bottle import agents, progress
 from bottle.config import Config
 from bottle.errors import BottleError
+from bottle.remote import (
+    Record,
+    Remote,
+    RemoteMiss,
+    get_record,
+    host_arch,
+    pull_image,
+    pull_smolmachine,
+    push_image,
+    push_smolmachine,
+    put_record,
+)
 from bottle.tools import crane, skopeo
 from bottle.tools import docker as docker_mod
 from bottle.tools import smolvm as _smolvm
+from bottle.tools._proc import ToolError
 from bottle.tools.registry import ephemeral_registry
 from cache.digest import ContextDigest, context_digest
 from cache.errors import StorageError
@@ -44,6 +59,7 @@ class BuildInputs:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     network: str | None = None  # docker build --network (not part of the digest)
+    remote: Remote | None = None  # a shared cache to look in before building
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,11 @@ def build_inputs(cfg: Config, store: Store) -> BuildInputs:
     if not dockerfile.is_file():
         raise BottleError(f"Dockerfile not found: {dockerfile}")
     return BuildInputs(context, dockerfile, default_tag(cfg, store), args, cfg.target,
-                       network)
+                       network, remote_of(cfg))
+
+
+def remote_of(cfg: Config) -> Remote | None:
+    return Remote.parse(cfg.remote, push=cfg.remote_push) if cfg.remote else None
 
 
 def _base_args(cfg: Config, store: Store) -> dict[str, str]:
@@ -184,7 +204,12 @@ def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built
         with store.lock(f"context-{ctx.hexdigest}", what=f"the build of {ctx.short}"):
             again = find_image(inputs, store, ctx)
             if not again.hit:
-                return _build(inputs, store, ctx, found.line)
+                fetched = _image_from_remote(inputs, store, ctx)
+                if fetched is not None:
+                    return fetched
+                built = _build(inputs, store, ctx, found.line)
+                _push_image(inputs, store, built)
+                return built
             found = Decision(True, again.line + " (built by another process)",
                              again.image_id, again.retag)
     assert found.image_id is not None
@@ -205,6 +230,11 @@ def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str) -> B
         )
     finally:
         iid.unlink(missing_ok=True)
+    _record_ref(store, ctx, inputs, image_id)
+    return Built(image_id, ctx, True, f"built {short_id(image_id)} ({why})")
+
+
+def _record_ref(store: Store, ctx: ContextDigest, inputs: BuildInputs, image_id: str) -> None:
     try:
         store.put_ref("context", ctx.hexdigest, {
             "image_id": image_id, "tag": inputs.tag, "context": str(inputs.context.resolve()),
@@ -214,7 +244,46 @@ def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str) -> B
         if not err.read_only:
             raise
         progress.say(f"build: warning: {err}; the next run builds again")
-    return Built(image_id, ctx, True, f"built {short_id(image_id)} ({why})")
+
+
+def _image_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built | None:
+    """The image from the shared cache, pulled by digest and verified; None (after one
+    warning line) when it has none or cannot be reached."""
+    remote = inputs.remote
+    if remote is None:
+        return None
+    try:
+        record = get_record(remote, store, ctx.hexdigest, host_arch())
+        pull_image(remote, record, inputs.tag)
+    except RemoteMiss as miss:
+        progress.say(f"build: remote {remote.name}: {miss}; building here")
+        return None
+    _record_ref(store, ctx, inputs, record.image_id)
+    return Built(record.image_id, ctx, False,
+                 f"remote hit {ctx.short} (image {short_id(record.image_id)}) "
+                 f"(from {remote.name})")
+
+
+def _push_image(inputs: BuildInputs, store: Store, built: Built) -> None:
+    """After a local build, with remote_push: the image and its record. A failure is a
+    warning: the build itself succeeded."""
+    remote = inputs.remote
+    if remote is None or not remote.push:
+        return
+    arch = host_arch()
+    try:
+        digest = push_image(remote, store, built.image_id, built.context.hexdigest, arch)
+        try:
+            old = get_record(remote, store, built.context.hexdigest, arch)
+            machines = old.smolmachines if old.image_id == built.image_id else {}
+        except RemoteMiss:
+            machines = {}
+        put_record(remote, store, Record(built.context.hexdigest, arch, built.image_id,
+                                         digest, machines))
+    except (ToolError, RemoteMiss, OSError) as err:
+        progress.say(f"build: warning: could not push to {remote.name}: {err}")
+        return
+    progress.say(f"build: pushed {short_id(built.image_id)} to {remote.name}")
 
 
 def cache_label(store: Store) -> dict[str, str]:
@@ -322,15 +391,74 @@ def ensure_smolmachine(inputs: BuildInputs, store: Store, ctx: ContextDigest,
         entry = store.get("smolmachine", short_id(found.image_id))
         if entry is not None:
             return Packed(smolmachine_file(entry), False, found.line, entry.key)
+    fetched = _smolmachine_from_remote(inputs, store, ctx)
+    if fetched is not None:
+        return fetched
     built = ensure_image(inputs, store, ctx)
     key = built.key
     entry, fresh = store.ensure(
         "smolmachine", key, lambda work: _pack_into(work, inputs, built, state_dir),
         keep=lambda name: name in (key, f"{key}{_smolvm.SIDECAR}"),
     )
+    if fresh:
+        _push_smolmachine(inputs, store, built, entry)
     line = (f"packed {key} ({built.line})" if fresh
             else f"cache hit {key} (packed by another process)")
     return Packed(smolmachine_file(entry), fresh, line, key)
+
+
+def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
+                             ctx: ContextDigest) -> Packed | None:
+    """The `.smolmachine` for this context and this smolvm, straight from the shared
+    cache (no image, no docker): None when the remote has none."""
+    remote = inputs.remote
+    if remote is None:
+        return None
+    version = str(_smolvm.detect_dialect())
+    with store.lock(f"context-{ctx.hexdigest}", what=f"the pull of {ctx.short}"):
+        try:
+            record = get_record(remote, store, ctx.hexdigest, host_arch())
+            packed = record.smolmachines.get(version)
+            if packed is None:
+                raise RemoteMiss(f"no .smolmachine packed by smolvm {version}")
+            key = short_id(record.image_id)
+
+            def fetch(work: Path) -> dict[str, Any]:
+                pull_smolmachine(remote, store, packed["digest"],
+                                 lambda f: shutil.copyfile(f, work / f"{key}{_smolvm.SIDECAR}"))
+                return {"image_id": record.image_id, "smolvm": version,
+                        "context_digest": ctx.hexdigest, "remote": remote.name}
+
+            entry, _ = store.ensure("smolmachine", key, fetch)
+        except RemoteMiss as miss:
+            progress.say(f"pack: remote {remote.name}: {miss}; packing here")
+            return None
+        _record_ref(store, ctx, BuildInputs(inputs.context, inputs.dockerfile, inputs.tag),
+                    record.image_id)
+    return Packed(smolmachine_file(entry), False,
+                  f"remote hit {key} (from {remote.name})", key)
+
+
+def _push_smolmachine(inputs: BuildInputs, store: Store, built: Built, entry: Entry) -> None:
+    remote = inputs.remote
+    if remote is None or not remote.push:
+        return
+    arch, version = host_arch(), str(entry.meta.get("smolvm", ""))
+    try:
+        digest = push_smolmachine(remote, store, smolmachine_file(entry), entry.key, arch,
+                                  version)
+        try:
+            record = get_record(remote, store, built.context.hexdigest, arch)
+        except RemoteMiss:
+            image_digest = push_image(remote, store, built.image_id, built.context.hexdigest,
+                                      arch)
+            record = Record(built.context.hexdigest, arch, built.image_id, image_digest, {})
+        machines = {**record.smolmachines, version: {"digest": digest, "key": entry.key}}
+        put_record(remote, store, dataclasses.replace(record, smolmachines=machines))
+    except (ToolError, RemoteMiss, OSError) as err:
+        progress.say(f"pack: warning: could not push to {remote.name}: {err}")
+        return
+    progress.say(f"pack: pushed {entry.key} to {remote.name}")
 
 
 def committed_or_packed(cfg: Config, inputs: BuildInputs, store: Store,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import pytest
 from bottle import agents
 from bottle.base import BaseImage, ensure_base
 from cache.store import Store
-from tests.helpers import docker_calls
+from tests.helpers import bottle, docker_calls
 
 pytestmark = pytest.mark.slow
 
@@ -95,45 +93,34 @@ def test_an_engine_without_the_image_gets_it_back_without_mmdebstrap(
         again.image_id)
 
 
-@pytest.fixture
-def claude_image(debian_base: BaseImage, engine: str) -> Iterator[str]:
-    tag = f"bot-bottle-test/claude:{uuid.uuid4().hex[:8]}"
-    yield tag
-    docker("rmi", "-f", tag)
-
-
-def test_claude_profile_builds_on_the_local_base(
-        debian_base: BaseImage, claude_image: str, timings: dict[str, float]) -> None:
-    """The real Claude Code, installed from npm on the mmdebstrap base, prints its version
-    with no network at all."""
-    profile = agents.profile("claude")
-    version = profile.build_args["CLAUDE_CODE_VERSION"]
+def test_the_real_claude_code_launches_on_the_local_base(
+        debian_base: BaseImage, workspace: Path, recording_docker: Path,
+        timings: dict[str, float]) -> None:
+    """`bottle launch` of the claude profile on the mmdebstrap base: the real Claude Code
+    prints its version from inside the bottle (no network at all), and a second launch
+    builds nothing."""
+    version = agents.profile("claude").build_args["CLAUDE_CODE_VERSION"]
     ca = HOST_CA if HOST_CA.is_file() else None  # this machine's registries need it
-    ctx = agents.build_context(profile, ca_certs=ca)
-    assert (ctx / agents.CA_FILE).read_bytes() == (ca.read_bytes() if ca else b"")
+    (workspace / "bottle.toml").write_text(
+        'agent = "claude"\nbase = "local"\nnetwork = "none"\nsecrets = []\n'
+        + (f'ca_certs = "{ca}"\n' if ca else ""))
     started = time.monotonic()
-    build = docker("build", "--force-rm", "--network", "host", "--build-arg",
-                   f"BASE={debian_base.ref}", "--build-arg", f"CLAUDE_CODE_VERSION={version}",
-                   "-t", claude_image, str(ctx), timeout=1200)
-    timings["build the claude image on the base (npm install)"] = time.monotonic() - started
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-
-    r = docker("run", "--rm", "--network", "none", claude_image, "claude", "--version")
-    assert r.returncode == 0, r.stderr
+    r = bottle("launch", "--headless", "--", "--version", cwd=workspace, timeout=1500)
+    timings["first launch of claude on the base (npm install)"] = time.monotonic() - started
+    assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == f"{version} (Claude Code)"
-    r = docker("run", "--rm", "--network", "none", claude_image, "claude", "--help")
+    assert "build: built" in r.stderr
+    recording_docker.write_text("")
+    r = bottle("launch", "--headless", "--", "--help", cwd=workspace, timeout=300)
     assert r.returncode == 0 and "Usage: claude" in r.stdout, r.stdout + r.stderr
-    r = docker("run", "--rm", "--network", "none", claude_image, "sh", "-c",
-               "id -u; id -un; pwd; git --version; rg --version | head -1; "
-               "test -w /home/node/.claude && echo state-writable; echo $NODE_EXTRA_CA_CERTS")
-    assert r.stdout.splitlines() == [
-        "1000", "node", "/workspace", r.stdout.splitlines()[3], r.stdout.splitlines()[4],
-        "state-writable", "/etc/bottle/ca-certificates.crt"], r.stdout + r.stderr
-    assert r.stdout.splitlines()[3].startswith("git version")
-    assert r.stdout.splitlines()[4].startswith("ripgrep")
-    # Only the native binary that runs here is kept (npm fetched the musl one too).
-    r = docker("run", "--rm", "--network", "none", "--entrypoint", "sh", claude_image, "-c",
-               "ls /usr/local/lib/node_modules/@anthropic-ai/claude-code/node_modules/"
-               "@anthropic-ai/")
-    assert r.stdout.split() == ["claude-code-linux-x64"] or r.stdout.split() == [
-        "claude-code-linux-arm64"], r.stdout
+    assert "build: cache hit" in r.stderr
+    assert not [c for c in docker_calls(recording_docker) if c.startswith("build")]
+    r = bottle("launch", "--headless", "--command", "sh", "--", "-c",
+               "id -un; pwd; git --version; rg --version | head -1; "
+               'test -w "$CLAUDE_CONFIG_DIR" && echo state-writable; '
+               "echo $NODE_EXTRA_CA_CERTS",
+               cwd=workspace, timeout=300)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[0] == "node" and lines[1] == "/workspace", r.stdout
+    assert lines[2].startswith("git version") and lines[3].startswith("ripgrep")
+    assert lines[4:] == ["state-writable", "/etc/bottle/ca-certificates.crt"]
