@@ -41,6 +41,7 @@ from bottle.tools import docker as docker_mod
 from bottle.tools._proc import Result
 from bottle.tools.docker import Mount, RunSpec
 from cache.atomic import write_atomic
+from cache.errors import StorageError
 from cache.store import Store
 
 LABEL_USER_OF = "bot-bottle.user-of"
@@ -132,8 +133,53 @@ class DockerBottle:
         self.left += self._teardown.close()
 
 
+def _image_user(base_id: str, user: str, store: Store) -> tuple[int, int] | None:
+    """`user`'s uid and gid in the image (read from its /etc/passwd through a container
+    that is created, never started, then removed; the answer is kept per image). None
+    when the image has no such user or no /etc/passwd."""
+    key = xxhash.xxh64_hexdigest(f"{base_id}\0{user}".encode())
+    ref = store.get_ref("image-user", key)
+    if ref is not None:
+        return (int(ref["uid"]), int(ref["gid"])) if ref.get("found") else None
+    name = f"bot-bottle-peek-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work = store.area("tmp") / f"peek.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        _proc.run(docker_mod.create_cmd(base_id, [], RunSpec(
+            name=name, entrypoint="/nonexistent", network="none")))
+        r = _proc.run(docker_mod.TOOL.cmd("cp", "--", f"{name}:/etc/passwd", str(work)),
+                      check=False)
+        passwd = work / "passwd"
+        ids = _passwd_ids(passwd.read_text(errors="replace"), user) \
+            if r.returncode == 0 and passwd.is_file() and not passwd.is_symlink() else None
+    finally:
+        docker_mod.remove_container(name)
+        shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(StorageError):
+        store.put_ref("image-user", key, {"found": ids is not None, "uid": ids[0] if ids else 0,
+                                          "gid": ids[1] if ids else 0})
+    return ids
+
+
+def _passwd_ids(passwd: str, user: str) -> tuple[int, int] | None:
+    """uid and gid of `user` in an /etc/passwd."""
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == user and fields[2].isdigit() \
+                and fields[3].isdigit():
+            return int(fields[2]), int(fields[3])
+    return None
+
+
 def _user_image(base_id: str, user: str, uid: int, gid: int, store: Store) -> str:
-    """`base_id` with `user` mapped to uid:gid (built once, then found by its record)."""
+    """`base_id` with `user` mapped to uid:gid: the image itself when the user already has
+    them, else a derived image (built once, then found by its record)."""
+    ids = _image_user(base_id, user, store)
+    if ids is not None and ids[0] == 0:
+        raise BottleError(f"cannot run the agent as {user}: user {user} is root (uid 0) in "
+                          "the image")
+    if ids == (uid, gid):
+        return base_id
     key = xxhash.xxh64_hexdigest(f"{base_id}\0{user}\0{uid}\0{gid}".encode())
     ref = store.get_ref("user-image", key)
     if ref and docker_mod.engine_has_image(str(ref["image_id"])):
