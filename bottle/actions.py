@@ -258,6 +258,26 @@ def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
     pp.report(outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out)
 
 
+# --- the shared cache -------------------------------------------------------------------
+
+
+@user_errors
+def cache_push(json_out: bool) -> None:
+    inputs, ctx = _context()
+    result = image.push_to_remote(inputs, store(), ctx)
+    if json_out:
+        print(json.dumps(result))
+
+
+@user_errors
+def cache_pull(json_out: bool, smolmachine: bool) -> None:
+    inputs, ctx = _context()
+    result = image.pull_from_remote(inputs, store(), ctx, smolmachine=smolmachine)
+    say(result.pop("line"))
+    if json_out:
+        print(json.dumps(result))
+
+
 # --- cache management -----------------------------------------------------------------
 
 

@@ -264,11 +264,12 @@ def _image_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) ->
                  f"(from {remote.name})")
 
 
-def _push_image(inputs: BuildInputs, store: Store, built: Built) -> None:
-    """After a local build, with remote_push: the image and its record. A failure is a
-    warning: the build itself succeeded."""
+def _push_image(inputs: BuildInputs, store: Store, built: Built, *,
+                force: bool = False) -> None:
+    """After a local build, with remote_push (or `force`): the image and its record. A
+    failure is a warning: the build itself succeeded."""
     remote = inputs.remote
-    if remote is None or not remote.push:
+    if remote is None or not (remote.push or force):
         return
     arch = host_arch()
     try:
@@ -284,6 +285,41 @@ def _push_image(inputs: BuildInputs, store: Store, built: Built) -> None:
         progress.say(f"build: warning: could not push to {remote.name}: {err}")
         return
     progress.say(f"build: pushed {short_id(built.image_id)} to {remote.name}")
+
+
+def push_to_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> dict[str, Any]:
+    """`cache_push`: what this machine has for this context (the image, and the
+    `.smolmachine` when one is packed), pushed to the remote whatever remote_push says."""
+    if inputs.remote is None:
+        raise BottleError("cache_push: no remote configured (set remote = HOST[:PORT]/REPO)")
+    found = find_image(inputs, store, ctx)
+    if not found.hit or found.image_id is None:
+        raise BottleError(f"cache_push: nothing built for this context here ({found.line})")
+    built = Built(found.image_id, ctx, False, found.line)
+    _push_image(inputs, store, built, force=True)
+    entry = store.get("smolmachine", built.key)
+    if entry is not None:
+        _push_smolmachine(inputs, store, built, entry, force=True)
+    return {"remote": inputs.remote.name, "context": ctx.hexdigest,
+            "image": built.image_id, "smolmachine": entry is not None}
+
+
+def pull_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest,
+                     *, smolmachine: bool) -> dict[str, Any]:
+    """`cache_pull`: this context's image (and `.smolmachine`) from the remote into the
+    local cache, as a launch would, without launching."""
+    if inputs.remote is None:
+        raise BottleError("cache_pull: no remote configured (set remote = HOST[:PORT]/REPO)")
+    result: dict[str, Any] = {"remote": inputs.remote.name, "context": ctx.hexdigest}
+    if smolmachine:
+        packed = ensure_smolmachine(dataclasses.replace(inputs, remote=dataclasses.replace(
+            inputs.remote, push=False)), store, ctx)
+        result.update(smolmachine=str(packed.artifact), line=f"pack: {packed.line}")
+    else:
+        built = ensure_image(dataclasses.replace(inputs, remote=dataclasses.replace(
+            inputs.remote, push=False)), store, ctx)
+        result.update(image=built.image_id, line=f"build: {built.line}")
+    return result
 
 
 def cache_label(store: Store) -> dict[str, str]:
@@ -439,9 +475,10 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
                   f"remote hit {key} (from {remote.name})", key)
 
 
-def _push_smolmachine(inputs: BuildInputs, store: Store, built: Built, entry: Entry) -> None:
+def _push_smolmachine(inputs: BuildInputs, store: Store, built: Built, entry: Entry, *,
+                      force: bool = False) -> None:
     remote = inputs.remote
-    if remote is None or not remote.push:
+    if remote is None or not (remote.push or force):
         return
     arch, version = host_arch(), str(entry.meta.get("smolvm", ""))
     try:

@@ -69,7 +69,7 @@ class Remote:
     @classmethod
     def parse(cls, text: str, *, push: bool = False) -> Remote:
         ref = reference.parse(text)
-        if ref.tag or ref.digest or not ref.domain:
+        if ref.tag or ref.digest or not text.startswith(f"{ref.domain}/"):
             raise BottleError(f"remote {text!r}: give HOST[:PORT]/REPO, without a tag or "
                               "digest")
         return cls(text, push)

@@ -96,6 +96,21 @@ def task_cache_gc() -> dict[str, Any]:
     }
 
 
+def task_cache_push() -> dict[str, Any]:
+    """Push this project's image (and .smolmachine, when packed) to the shared cache."""
+    return {"actions": [actions.cache_push], "params": [_JSON], "uptodate": [False],
+            "verbosity": 2}
+
+
+def task_cache_pull() -> dict[str, Any]:
+    """Fetch this project's image (or .smolmachine) from the shared cache, without
+    launching (warm a laptop before a flight)."""
+    return {"actions": [actions.cache_pull], "uptodate": [False], "verbosity": 2,
+            "params": [_JSON, {"name": "smolmachine", "long": "smolmachine", "type": bool,
+                               "default": False, "help": "fetch the .smolmachine, not the "
+                               "image"}]}
+
+
 def task_cache_verify() -> dict[str, Any]:
     """Re-hash every cache entry and check every record; remove (and name) damaged ones."""
     return {"actions": [actions.cache_verify], "uptodate": [False], "verbosity": 2}

@@ -308,3 +308,26 @@ def _sm_tag(stderr: str) -> str:
     from bottle.remote import host_arch
 
     return f"sm-{key}-{host_arch()}-smolvm1.32.2"
+
+
+def test_explicit_push_and_pull(machines: tuple[Machine, Machine], registry: Registry,
+                                project: Path) -> None:
+    """`cache_push` from a machine that does not push on its own; `cache_pull` warms
+    another without launching."""
+    a, b = machines
+    configure(project, registry.repo())
+    assert bottle("build", cwd=project, env=a.env()).returncode == 0
+    pushed = bottle("cache_push", "--json", cwd=project, env=a.env())
+    assert pushed.returncode == 0, pushed.stderr
+    data = json.loads(pushed.stdout)
+    assert data["remote"] == registry.repo() and data["image"].startswith("sha256:")
+    pulled = bottle("cache_pull", "--json", cwd=project, env=b.env())
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads(pulled.stdout)["image"] == data["image"]
+    assert "build: remote hit" in pulled.stderr
+    b.calls.write_text("")
+    again = bottle("launch", "--headless", cwd=project, env=b.env())
+    assert again.returncode == 0 and "build: cache hit" in again.stderr
+    (project / "bottle.toml").write_text("")
+    nothing = bottle("cache_push", cwd=project, env=b.env())
+    assert nothing.returncode != 0 and "no remote configured" in nothing.stderr

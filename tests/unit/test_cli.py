@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers import bottle
 
-TASKS = ("base", "build", "cache_gc", "cache_list", "cache_verify", "egress", "forget_state",
-         "launch", "pack", "prepull", "sweep")
+TASKS = ("base", "build", "cache_gc", "cache_list", "cache_pull", "cache_push", "cache_verify",
+         "egress", "forget_state", "launch", "pack", "prepull", "sweep")
 
 
 def test_no_arguments_prints_usage_and_runs_nothing(tmp_path: Path, _private_cache: Path) -> None:
