@@ -11,14 +11,18 @@ Patterns (moby's patternmatcher): a pattern Go's `filepath.Match` rejects (`[]a]
 `[x-]`, `[a-b-c]`, a trailing backslash, an unclosed `[`, a bare `!`) makes Docker's
 build fail, so it is a `UserError` naming the file, line and pattern. A pattern is
 then turned into a Go regexp (`*` -> `[^/]*`, `?` -> `[^/]`, `**` -> any number of
-directories, `\\x` -> `\\x`, `[...]` left as is) and evaluated with Go's regexp
-semantics: `\\d`, `\\s`, `\\w`, `[[:digit:]]` are ASCII classes, `\\pL` a Unicode
-category, `.` and so `**` do not cross a newline in a name, while `*` and `?` do.
-Patterns without glob characters compare bytes (exact, `dir/**` prefix, `**name` suffix).
-Names that are not UTF-8 match as Go matches them: byte-wise for those comparisons,
-one U+FFFD per bad byte for regexps. A pattern whose regexp Go rejects (`\\Z`,
-`[[:nope:]]`) fails only when Docker evaluates it: the build fails if the CLI's context
-check reaches it (we raise the same), and is otherwise treated as never matching.
+directories, `\\x` -> `\\x`, `[...]` left as is, `.+()$` escaped but not `|{}`: moby's
+escape bitmap overflows a byte for them, so `*.log|*.tmp` is an alternation) and
+evaluated with Go's regexp semantics (see cache.goregexp): `\\d`, `\\s`, `\\w`,
+`[[:digit:]]` are ASCII classes, `\\pL` a Unicode category, `.` and so `**` do not cross
+a newline in a name, while `*` and `?` do. Patterns without glob characters compare
+bytes (exact, `dir/**` prefix, `**name` suffix). Names that are not UTF-8 match as Go
+matches them: byte-wise for those comparisons, one U+FFFD per bad byte for regexps.
+
+A pattern whose regexp Go rejects (`\\Z`, `[[:nope:]]`, `[z-a]`) fails only when Docker
+evaluates it. If the CLI's context check reaches it, the build fails; if only the tar
+walk (or BuildKit) does, the classic CLI silently stops sending the context there and
+BuildKit fails. Both are a `UserError` here; a pattern never evaluated is harmless.
 
 The walk (the classic builder's CLI: go-archive's `TarWithOptions` with
 `MatchesUsingParentResults`): each directory's per-pattern results are decided once and
@@ -49,9 +53,17 @@ import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from cache.errors import UserError
-from cache.goregexp import GoRegexpError, Search, as_bytes, glob_syntax_ok, go_regexp
+from cache.goregexp import (
+    GoRegexpError,
+    GoRegexpUnsupported,
+    Search,
+    as_bytes,
+    glob_syntax_ok,
+    go_regexp,
+)
 
 IGNORE_FILE = ".dockerignore"
 _MAX_LINE = 64 * 1024  # bufio.Scanner's largest token
@@ -235,6 +247,8 @@ class Pattern:
             return cls(text, exclusion, rule.where, kind, _literal_test(kind, as_bytes(text)))
         try:
             return cls(text, exclusion, rule.where, kind, _regexp_test(go_regexp(source)))
+        except GoRegexpUnsupported as err:
+            raise UserError(f"{rule.where}: the pattern {text!r} uses {err}") from None
         except GoRegexpError as err:
             pattern = cls(text, exclusion, rule.where, kind, _never, bad=str(err))
             pattern.test = pattern.fail
@@ -259,10 +273,6 @@ class BadPatternReached(Exception):
     def __init__(self, pattern: Pattern) -> None:
         super().__init__(pattern.where)
         self.pattern = pattern
-
-
-def _drop(_hit: bool) -> None:
-    pass
 
 
 def _parents(path: str) -> list[str]:
@@ -386,7 +396,14 @@ def _buildkit_view(matcher: Matcher, index: int, upto: int) -> _View:
     return _View(index, upto, tuple(e + "/" for e in exceptions), always_descend=globbing)
 
 
-State = tuple[tuple["Hits | _Gone | None", ...], tuple[bool, ...]]
+class _Gone:
+    """A matcher no builder walks with below this directory."""
+
+
+_GONE = _Gone()
+
+
+State = tuple[tuple[Hits | _Gone | None, ...], tuple[bool, ...]]
 
 
 class ContextFilter:
@@ -440,14 +457,13 @@ class ContextFilter:
         except BadPatternReached as err:
             p = err.pattern
             raise UserError(f"{p.where}: Docker cannot compile the pattern {p.text!r} "
-                            f"(Go regexp: {p.bad}) and needs it for {path!r}: the classic "
-                            "builder stops sending the context there, BuildKit fails") from None
+                            f"(Go regexp: {p.bad}) and needs it for {path!r}: the build "
+                            "fails, or silently misses the context from there on") from None
 
     def _enter_one(self, path: str, state: State, *, is_dir: bool) -> tuple[bool, State | None]:
         """`enter` for one matcher (no `<Dockerfile>.dockerignore`): the warm path."""
         hits_in, alive = state
-        parent = hits_in[0]
-        assert not isinstance(parent, _Gone)
+        parent = cast("Hits | None", hits_in[0])  # one matcher is never gone
         partial, full, hits = self.matchers[0].check(path, parent, self._splits[0], hits=is_dir)
         classic = alive[0] and not full
         buildkit = len(alive) > 1 and alive[1] and not partial
@@ -481,13 +497,6 @@ class ContextFilter:
             w for v, w in zip(self.views, walk_in, strict=True) if v.matcher == i) else _GONE
             for i, r in enumerate(results))
         return sent, (hits, tuple(walk_in))
-
-
-class _Gone:
-    """A matcher no builder walks with below this directory."""
-
-
-_GONE = _Gone()
 
 
 def dockerfile_ignore(dockerfile: Path) -> Path | None:

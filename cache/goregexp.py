@@ -1,18 +1,19 @@
 """Go's pattern syntaxes, as Docker's patternmatcher meets them.
 
-`glob_syntax_ok` is Go's `filepath.Match` error check (Go >= 1.20 checks the whole
-pattern, not only up to the first mismatch). `go_regexp` translates the Go regexp (RE2
-with Perl flags) that patternmatcher builds from a pattern into a Python regexp with the
-same matches, and raises `GoRegexpError` where Go's `regexp.Compile` fails: `\\d`, `\\s`,
-`\\w`, `\\b` and `[[:class:]]` are ASCII, `\\pL` is a Unicode category, `.` does not
-match a newline while negated classes do, `\\Q...\\E` quotes, `\\1` and `\\Z` are errors.
+`glob_syntax_ok` is the error check patternmatcher makes with Go's `filepath.Match`.
+`go_regexp` translates the Go regexp (RE2 with Perl flags) that patternmatcher builds
+from a pattern into a Python search with the same matches, and raises `GoRegexpError`
+where Go's `regexp.Compile` fails: `\\d`, `\\s`, `\\w`, `\\b` and `[[:class:]]` are
+ASCII, `\\pL` and `\\p{Lu}` are Unicode categories, `.` does not match a newline while
+negated classes do, `\\Q...\\E` quotes, `\\x{41}` and `a{2}` work, `\\1` and `\\Z` are
+errors. A Unicode script (`\\p{Greek}`) is `GoRegexpUnsupported`: Python has no table.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
 
 
@@ -24,85 +25,132 @@ def as_bytes(name: str) -> bytes:
 # --- Go's filepath.Match syntax check --------------------------------------------------
 
 
-def _rune_end(b: bytes, i: int) -> int | None:
-    """End of the UTF-8 rune at b[i], or None when it is not valid UTF-8."""
+class _BadGlob(Exception):
+    """filepath.ErrBadPattern."""
+
+
+def _rune(b: bytes, i: int) -> tuple[int, int]:
+    """Go's utf8.DecodeRune at b[i]: (code point, size); (U+FFFD, 1) when not UTF-8."""
+    if i >= len(b):
+        return 0xFFFD, 0
     lead = b[i]
     size = 1 if lead < 0x80 else 2 if lead >> 5 == 6 else 3 if lead >> 4 == 14 else \
         4 if lead >> 3 == 30 else 0
-    if size == 0:
-        return None
     try:
-        b[i:i + size].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return i + size
+        return ord(b[i:i + size].decode("utf-8")), size
+    except (UnicodeDecodeError, TypeError):
+        return 0xFFFD, 1
 
 
-def _class_char(chunk: bytes, i: int) -> int | None:
-    """filepath's getEsc: the index after one class character, None on a syntax error."""
+def _class_char(chunk: bytes, i: int) -> tuple[int, int]:
+    """filepath's getEsc: one class character at chunk[i] and the index after it."""
     if i >= len(chunk) or chunk[i] in b"-]":
-        return None
+        raise _BadGlob
     if chunk[i] == 0x5C:  # backslash
         i += 1
         if i >= len(chunk):
-            return None
-    end = _rune_end(chunk, i)
-    if end is None or end >= len(chunk):
-        return None
-    return end
+            raise _BadGlob
+    r, size = _rune(chunk, i)
+    if (r == 0xFFFD and size == 1) or i + size >= len(chunk):
+        raise _BadGlob
+    return r, i + size
 
 
-def _chunk_ok(chunk: bytes) -> bool:
+def _match_chunk(chunk: bytes, s: bytes) -> bytes | None:
+    """filepath's matchChunk: what is left of `s` after `chunk` matched its start, or
+    None. After a mismatch it keeps reading `chunk`, raising `_BadGlob` on bad syntax."""
+    failed = False
     i, n = 0, len(chunk)
     while i < n:
+        failed = failed or not s
         c = chunk[i]
-        i += 1
         if c == 0x5B:  # [
-            if i < n and chunk[i] == 0x5E:  # ^
-                i += 1
-            ranges = 0
+            r = -1
+            if not failed:
+                r, size = _rune(s, 0)
+                s = s[size:]
+            i += 1
+            negated = i < n and chunk[i] == 0x5E  # ^
+            i += negated
+            match, ranges = False, 0
             while not (i < n and chunk[i] == 0x5D and ranges):  # ]
-                end = _class_char(chunk, i)
-                if end is None:
-                    return False
-                i = end
+                lo, i = _class_char(chunk, i)
+                hi = lo
                 if chunk[i] == 0x2D:  # -
-                    end = _class_char(chunk, i + 1)
-                    if end is None:
-                        return False
-                    i = end
+                    hi, i = _class_char(chunk, i + 1)
+                match = match or lo <= r <= hi
                 ranges += 1
             i += 1
-        elif c == 0x5C:
-            if i >= n:
-                return False
+            failed = failed or match == negated
+        elif c == 0x3F:  # ?
+            if not failed:
+                failed = s[0] == 0x2F
+                s = s[max(_rune(s, 0)[1], 1):]
             i += 1
-    return True
-
-
-def _chunks(pattern: bytes) -> Iterator[bytes]:
-    """filepath's scanChunk: the star-free pieces of a pattern."""
-    while pattern:
-        pattern = pattern.lstrip(b"*")
-        i, in_range = 0, False
-        while i < len(pattern):
-            c = pattern[i]
+        else:
             if c == 0x5C:
                 i += 1
-            elif c == 0x5B:
-                in_range = True
-            elif c == 0x5D:
-                in_range = False
-            elif c == 0x2A and not in_range:
-                break
+                if i >= n:
+                    raise _BadGlob
+            if not failed:
+                failed = chunk[i] != s[0]
+                s = s[1:]
             i += 1
-        yield pattern[:i]
-        pattern = pattern[i:]
+    return None if failed else s
+
+
+def _scan_chunk(pattern: bytes) -> tuple[bool, bytes, bytes]:
+    """filepath's scanChunk: (stars before it, a star-free chunk, the rest)."""
+    rest = pattern.lstrip(b"*")
+    star = len(rest) < len(pattern)
+    i, in_range = 0, False
+    while i < len(rest):
+        c = rest[i]
+        if c == 0x5C:
+            i += 1
+        elif c == 0x5B:
+            in_range = True
+        elif c == 0x5D:
+            in_range = False
+        elif c == 0x2A and not in_range:
+            break
+        i += 1
+    return star, rest[:i], rest[i:]
+
+
+def _glob_match(pattern: bytes, name: bytes) -> bool:
+    """Go's filepath.Match on bytes; raises `_BadGlob` for ErrBadPattern."""
+    while pattern:
+        star, chunk, pattern = _scan_chunk(pattern)
+        if star and not chunk:
+            return b"/" not in name
+        rest = _match_chunk(chunk, name)
+        if rest is not None and (not rest or pattern):
+            name = rest
+            continue
+        if not star:
+            return False
+        for i in range(len(name)):  # the star takes i + 1 bytes, never a /
+            if name[i] == 0x2F:
+                return False
+            rest = _match_chunk(chunk, name[i + 1:])
+            if rest is not None and (pattern or not rest):
+                name = rest
+                break
+        else:
+            return False
+    return not name
 
 
 def glob_syntax_ok(pattern: str) -> bool:
-    """Whether Go's `filepath.Match` accepts `pattern` (Go >= 1.20 checks all of it)."""
-    return all(_chunk_ok(c) for c in _chunks(as_bytes(pattern)))
+    """Whether `filepath.Match(pattern, ".")` (what patternmatcher checks) has no error.
+    Go stops reading the pattern at the first chunk that cannot match ".", so `x*[` is
+    accepted and fails later as a regexp."""
+    try:
+        _glob_match(as_bytes(pattern), b".")
+    except _BadGlob:
+        return False
+    return True
 
 
 class GoRegexpError(ValueError):
@@ -153,14 +201,37 @@ def _normalise(ranges: _Ranges) -> _Ranges:
     return out
 
 
+_CATEGORIES = frozenset([
+    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn",
+    "N", "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk",
+    "Sm", "So", "Z", "Zl", "Zp", "Zs",
+])
+
+
+class GoRegexpUnsupported(GoRegexpError):
+    """Go accepts this (a Unicode script class), but Python has no table to match it."""
+
+
+def _unicode_class(name: str) -> _Ranges:
+    """Go's unicodeTable: `Any`, or a general category (`L`, `Lu`)."""
+    if name == "Any":
+        return [(0, _MAX_RUNE)]
+    if name in _CATEGORIES:
+        return list(_category(name))
+    if name.isascii() and name.replace("_", "").isalpha() and len(name) > 2:
+        raise GoRegexpUnsupported(
+            f"the Unicode class \\p{{{name}}}, which bot-bottle cannot evaluate")
+    raise GoRegexpError(f"invalid character class range \\p{{{name}}}")
+
+
 @cache
-def _category(letter: str) -> tuple[tuple[int, int], ...]:
-    """Go's one-letter Unicode category table (`\\pL`); Go's `C` has no unassigned code
-    points. Python's Unicode tables may be an older version than Go's."""
+def _category(name: str) -> tuple[tuple[int, int], ...]:
+    """A Unicode general category's code points (Go's `C` has no unassigned ones).
+    Python's Unicode tables may be an older version than Go's."""
     ranges: _Ranges = []
     for cp in range(_MAX_RUNE + 1):
         cat = unicodedata.category(chr(cp))
-        if cat[0] == letter and cat != "Cn":
+        if (cat == name or cat[0] == name) and cat != "Cn":
             if ranges and ranges[-1][1] == cp - 1:
                 ranges[-1] = (ranges[-1][0], cp)
             else:
@@ -278,16 +349,17 @@ class _GoRegexp:
             negated, ranges = _PERL[c]
             self.i += 2
             return _negate(ranges) if negated else list(ranges)
-        name = s[i + 2:i + 3]
         negated = c == "P"
-        if name == "{":
-            raise GoRegexpError("named Unicode classes are not supported")
-        if name == "^":
-            raise GoRegexpError("invalid character class range")
-        if len(name) != 1 or name not in "CLMNPSZ":
-            raise GoRegexpError(f"invalid character class range \\{c}{name}")
-        self.i += 3
-        ranges = list(_category(name))
+        if s.startswith("{", i + 2):
+            end = s.find("}", i)
+            if end < 0:
+                raise GoRegexpError("invalid character class range")
+            name, self.i = s[i + 3:end], end + 1
+        else:
+            name, self.i = s[i + 2:i + 3], i + 3
+        if name.startswith("^"):
+            negated, name = not negated, name[1:]
+        ranges = _unicode_class(name)
         return _negate(ranges) if negated else ranges
 
     def _char_escape(self) -> int:
@@ -310,11 +382,12 @@ class _GoRegexp:
                 self.i += 1
             return value
         if c == "x":
-            digits = s[self.i:self.i + 2]
-            if len(digits) == 2 and all(d in "0123456789abcdefABCDEF" for d in digits):
-                self.i += 2
-                return int(digits, 16)
-            raise GoRegexpError("invalid escape \\x")
+            m = re.match(r"\{([0-9a-fA-F]+)\}|[0-9a-fA-F]{2}", s[self.i:])
+            value = -1 if m is None else int(m[1] or m[0], 16)
+            if not 0 <= value <= _MAX_RUNE or m is None:
+                raise GoRegexpError("invalid escape \\x")
+            self.i += m.end()
+            return value
         if c in _C_ESCAPES:
             return _C_ESCAPES[c]
         raise GoRegexpError(f"invalid escape \\{c}")

@@ -78,7 +78,7 @@ def test_go_clean() -> None:
 
 @pytest.mark.parametrize("pattern", [
     "[]a]", "[-]", "[x-]", "[-x]", "[a-b-c]", "\\", "a\\", "[", "[^", "[^bc", "a[",
-    "x*[", "*/[", "[\\", os.fsdecode(b"[a\xff]"), "[]", "[^]a]", "[a-]",
+    "*/[", ".*[", "**/x[", "[\\", os.fsdecode(b"[a\xff]"), "[]", "[^]a]", "[a-]",
 ])
 def test_patterns_go_rejects_fail_with_file_line_and_pattern(pattern: str) -> None:
     assert not glob_syntax_ok(pattern)
@@ -90,8 +90,11 @@ def test_patterns_go_rejects_fail_with_file_line_and_pattern(pattern: str) -> No
 
 
 @pytest.mark.parametrize("pattern", ["[\\]a]", "[\\-]", "[x\\-]", "[\\-x]", "a\\*b", "[!a]",
-                                     "[z-a]", "[[:digit:]]", "\\d", "x[a]*", "[^\\]a]"])
+                                     "[z-a]", "[[:digit:]]", "\\d", "x[a]*", "[^\\]a]",
+                                     "x*[", "a*[]"])
 def test_patterns_go_accepts(pattern: str) -> None:
+    """Go's check is `filepath.Match(pattern, ".")`, which stops at the first chunk that
+    cannot match ".": `x*[` passes (its regexp then fails when Docker evaluates it)."""
     assert glob_syntax_ok(pattern)
     Matcher([pattern])
 
@@ -248,6 +251,8 @@ GO_REGEXP = [
     ("x*|", "any/thing", True), ("a|b", "a|b", True), ("a|b", "a", False),
     ("a{2}*", "aa", True), ("a{2}*", "a{2}", False), ("a{,2}*", "a{,2}", True),
     ("a{01}*", "a{01}", True), ("{1}*", "x", True),
+    ("a\\x{41}*", "aA", True), ("\\p{Lu}*", "\u00c9x", True), ("\\p{^Lu}*", "\u00c9x", False),
+    ("[\\p{Nd}]*", "\u0663", True), ("\\p{Any}", "\n", True),
 ]
 
 
@@ -263,6 +268,11 @@ def test_go_regexp_meaning(pattern: str, path: str, excluded: bool) -> None:
 def test_go_regexp_errors(source: str) -> None:
     with pytest.raises(GoRegexpError):
         go_regexp(source)
+
+
+def test_a_unicode_script_class_cannot_be_evaluated() -> None:
+    with pytest.raises(UserError, match=r"^\.dockerignore line 1: .*\\p\{Greek\}"):
+        Matcher(read_rules(b"\\p{Greek}*\n"))
 
 
 def test_names_that_are_not_utf8() -> None:
@@ -400,3 +410,14 @@ def test_unreadable_dockerignore(tmp_path: Path) -> None:
     (ctx / ".dockerignore").mkdir()
     with pytest.raises(UserError, match=r"cannot read \.dockerignore"):
         sent(ctx)
+
+
+def test_an_ignored_dockerfile_whose_name_is_no_pattern(tmp_path: Path) -> None:
+    """The CLI re-includes an ignored Dockerfile as the pattern `!<path>`: a name Go's
+    glob rejects fails the build (checked against the daemon)."""
+    ctx = make(tmp_path, [], "*\n")
+    (ctx / "Docker[file").write_text("FROM scratch\n")
+    with pytest.raises(UserError, match=r"exception for the Dockerfile: .*'Docker\[file'"):
+        sent(ctx, "Docker[file")
+    (ctx / ".dockerignore").write_text("x\n")
+    assert "Docker[file" in sent(ctx, "Docker[file")
