@@ -8,7 +8,7 @@ equal the classic builder's selection (files, links and FIFOs exactly, with mode
 link targets; directories as a subset, since Docker creates parents), the digest's walk
 must cover it, and Docker must reject exactly the cases we reject.
 
-`BOTTLE_DIFF_CASES=N` (default 30) and `BOTTLE_DIFF_SEED=S` (default 9) size the batch.
+`BOTTLE_DIFF_CASES=N` (default 50) and `BOTTLE_DIFF_SEED=S` (default 9) size the batch.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from cache.errors import UserError
 from tests.conftest import static_busybox
 
 # Read at import: the autouse fixture clears BOTTLE_* variables before a test runs.
-DIFF_CASES = int(os.environ.get("BOTTLE_DIFF_CASES", "30"))
+DIFF_CASES = int(os.environ.get("BOTTLE_DIFF_CASES", "50"))
 DIFF_SEED = int(os.environ.get("BOTTLE_DIFF_SEED", "9"))
 
 # --- the generator ------------------------------------------------------------------------
@@ -158,11 +158,11 @@ def _reinclude(rng: random.Random, paths: list[str]) -> list[str]:
 
 def make_case(seed: int) -> Case:
     rng = random.Random(seed)
-    dockerfile = rng.choices(["Dockerfile", "build/Dockerfile", "sub dir/app.Dockerfile"],
-                             [8, 1, 1])[0]
+    dockerfile = rng.choices(["Dockerfile", "build/Dockerfile", "sub dir/app.Dockerfile",
+                              "../outside.Dockerfile"], [8, 1, 1, 1])[0]
     case = Case(seed, dockerfile)
     _tree(rng, case, "", 0)
-    paths = [*case.entries, dockerfile, ".dockerignore"]
+    paths = [*case.entries, dockerfile.removeprefix("../"), ".dockerignore"]
     lines: list[str] = []
     for _ in range(rng.randint(0, 6)):
         r = rng.random()
@@ -223,10 +223,12 @@ def _kind(st: os.stat_result) -> str:
 def compare(ctx: Path, rel_df: str, ours: dict[str, os.stat_result],
             got: dict[str, Received]) -> list[str]:
     """Differences between the classic selection and what the daemon received."""
-    # The daemon drops .dockerignore and the Dockerfile again when they were ignored.
+    # The daemon drops .dockerignore and the Dockerfile again when they were ignored; a
+    # Dockerfile from outside comes as .dockerfile.<random>, named in .dockerignore.
     skip = {".dockerignore", rel_df}
     mine = {p for p, st in ours.items() if _kind(st) != "d"} - skip
-    theirs = {p for p, r in got.items() if r.kind != "d"} - skip
+    theirs = {p for p, r in got.items() if r.kind != "d" and not p.startswith(".dockerfile.")}
+    theirs -= skip
     problems = [f"not hashed, sent: {p!r}" for p in sorted(theirs - mine)]
     problems += [f"hashed, not sent: {p!r}" for p in sorted(mine - theirs)]
     problems += [f"dir hashed, not in image: {p!r}" for p, st in ours.items()
@@ -276,7 +278,8 @@ def run_case(case: Case, root: Path, tag: str) -> Outcome:
             return Outcome(True, "both reject")
         if why:
             return Outcome(True, "we refuse a truncated context, which fails")
-        if case.dockerfile not in ours and "Dockerfile" in err:
+        inside = not case.dockerfile.startswith("../")
+        if inside and case.dockerfile not in ours and "Dockerfile" in err:
             # The CLI's legacy matcher did not re-include an ignored Dockerfile.
             return Outcome(True, "Dockerfile not sent, as predicted")
         return Outcome(False, "", f"docker failed, we did not: {err}")
@@ -399,3 +402,25 @@ def test_selection_matches_the_daemon(engine: str, context: Path, tmp_path: Path
     assert "x/y/tmp_22.tmp" in files and "x/y/tmp_1.tmp" not in files
     assert "node_modules/keep/k.js" in files  # the last `node_modules` is not carried down
     assert "md/a.md" not in files  # `!md` was skipped for md/, so it does not rescue md/a.md
+
+
+def test_docker_silently_truncates_at_a_bad_regexp_so_we_refuse(engine: str,
+                                                                tmp_path: Path) -> None:
+    """The CLI's context check never reaches `x\\Z` (all top-level names match `**`
+    first), its tar walk does at a/b, logs an error and stops: the build succeeds
+    without a/b and without zz, which `!zz` let through. We refuse such a context."""
+    ctx = tmp_path / "ctx"
+    (ctx / "a").mkdir(parents=True)
+    for name in ("a/b", "c", "zz"):
+        (ctx / name).write_text(name)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (ctx / ".dockerignore").write_text("**\n!a/b\nx\\Z\n!zz\n")
+    tag = f"bb-ignore-trunc-{os.getpid()}:1"
+    try:
+        docker.build_image(ctx, tag, iidfile=tmp_path / "iid")
+        got = received(tag)
+    finally:
+        _remove_images([tag])
+    assert "zz" not in got and "a/b" not in got and "Dockerfile" in got
+    with pytest.raises(UserError, match=r"line 3: Docker cannot compile .* 'a/b'"):
+        selection(ctx, ctx / "Dockerfile", union=False)
