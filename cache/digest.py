@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import posixpath
 import stat
 import time
 from collections.abc import Mapping
@@ -25,11 +26,13 @@ from typing import Any
 import xxhash
 
 from cache.atomic import write_atomic
-from cache.dockerignore import Matcher
+from cache.dockerignore import ContextFilter, State, dockerfile_ignore
+from cache.errors import UserError
+from cache.goregexp import as_bytes
 
 RACY_NS = 2_000_000_000
 _CHUNK = 1 << 20
-_VERSION = 1
+_VERSION = 2
 
 
 def hash_file(path: Path | str) -> str:
@@ -56,27 +59,75 @@ class ContextDigest:
         return self.hexdigest[:16]
 
 
-def _walk(context: Path, matcher: Matcher) -> list[tuple[str, os.stat_result]]:
+def _walk(context: Path, rules: ContextFilter) -> list[tuple[str, os.stat_result]]:
+    """The context paths any builder sends (see cache.dockerignore), sorted, with lstat.
+    Sockets are never sent (Docker's tar writer cannot hold them)."""
     found: list[tuple[str, os.stat_result]] = []
-    stack = [("", matcher.no_hits)]
+    held: dict[str, os.stat_result] = {}  # excluded dirs walked into for re-included paths
+    stack: list[tuple[str, State | None]] = [("", None if rules.everything else rules.root)]
     root = str(context)
     while stack:
-        rel_dir, parent_hits = stack.pop()
-        with os.scandir(f"{root}/{rel_dir}" if rel_dir else root) as it:
-            for entry in it:
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                st = entry.stat(follow_symlinks=False)
-                excluded, hits = matcher.check(rel, parent_hits)
-                if stat.S_ISDIR(st.st_mode):
-                    if not excluded:
-                        found.append((rel, st))
-                        stack.append((rel, hits))
-                    elif matcher.descend(rel):
-                        stack.append((rel, hits))
-                elif not excluded and (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                    found.append((rel, st))
+        rel_dir, state = stack.pop()
+        for entry in _entries(f"{root}/{rel_dir}" if rel_dir else root):
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if state is None:
+                sent, inner = True, None
+            else:
+                sent, inner = rules.enter(rel, state, is_dir=is_dir)
+            if sent and not stat.S_ISSOCK(st.st_mode):
+                found.append((rel, st))
+            if is_dir and (inner is not None or (sent and state is None)):
+                stack.append((rel, inner))
+                if not sent:
+                    held[rel] = st
+    if held:
+        found += _held_parents(found, held)
     found.sort(key=lambda item: item[0])
     return found
+
+
+def _entries(directory: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except PermissionError:
+        raise UserError(f"cannot read {directory}: permission denied "
+                        "(docker build fails on it too)") from None
+
+
+def _held_parents(found: list[tuple[str, os.stat_result]],
+                  held: dict[str, os.stat_result]) -> list[tuple[str, os.stat_result]]:
+    """Excluded directories above a sent path: BuildKit sends them, the classic daemon
+    creates them, so their mode is an input."""
+    out: list[tuple[str, os.stat_result]] = []
+    for rel, _ in found:
+        parent = posixpath.dirname(rel)
+        while parent in held:
+            out.append((parent, held.pop(parent)))
+            parent = posixpath.dirname(parent)
+    return out
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "f"
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    if stat.S_ISFIFO(mode):
+        return "p"  # Docker copies a FIFO as a FIFO; it is never opened
+    return "c" if stat.S_ISCHR(mode) else "b"
+
+
+def _content(context: Path, rel: str, kind: str, st: os.stat_result) -> str:
+    if kind == "l":
+        return os.readlink(f"{context}/{rel}")
+    if kind in "cb":
+        return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    return ""
 
 
 def _load_index(path: Path | None) -> dict[str, Any]:
@@ -108,19 +159,17 @@ def context_digest(
     old = _load_index(index_path)
     old_files: dict[str, list[Any]] = old.get("files", {})
     rel_df = os.path.relpath(dockerfile, context)
-    matcher = Matcher.for_context(context, always=[] if rel_df.startswith("..") else [rel_df])
+    rules = ContextFilter.for_context(context, dockerfile)
 
     h = xxhash.xxh3_128()
     new_files: dict[str, list[Any]] = {}
     total = hashed = 0
-    for rel, st in _walk(context, matcher):
-        kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+    for rel, st in _walk(context, rules):
+        kind = _kind(st.st_mode)
         key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
         prev = old_files.get(rel)
-        if kind == "d":
-            content = ""
-        elif kind == "l":
-            content = os.readlink(context / rel)
+        if kind != "f":
+            content = _content(context, rel, kind, st)
         elif prev is not None and prev[:5] == key and not prev[6]:
             content = prev[5]
         else:
@@ -129,8 +178,12 @@ def context_digest(
         total += st.st_size if kind == "f" else 0
         racy = st.st_mtime_ns >= started - RACY_NS or st.st_ctime_ns >= started - RACY_NS
         new_files[rel] = [*key, content, racy]
-        h.update(f"{kind}\0{rel}\0{stat.S_IMODE(st.st_mode):o}\0{content}\n".encode())
+        # NUL ends each field: no name or link target can hold one.
+        h.update(as_bytes(f"{kind}\0{rel}\0{stat.S_IMODE(st.st_mode):o}\0{content}\0"))
 
+    own_ignore = dockerfile_ignore(dockerfile)
+    if own_ignore is not None:  # BuildKit's selection may shrink while the union does not
+        h.update(f"dockerfile.dockerignore\0{hash_file(own_ignore)}\0".encode())
     df_hash = hash_file(dockerfile)
     h.update(f"dockerfile\0{df_hash}\n".encode())
     for k in sorted(build_args or {}):
@@ -178,6 +231,12 @@ def _describe_changes(
     )
     for label, paths in (("added", added), ("removed", removed), ("changed", edited)):
         if paths:
-            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            shown = ", ".join(map(_shown, paths[:3])) + (
+                f" and {len(paths) - 3} more" if len(paths) > 3 else "")
             changes.append(f"{label}: {shown}")
     return changes
+
+
+def _shown(name: str) -> str:
+    """A name fit for one line of a terminal (newlines, bytes that are not UTF-8)."""
+    return name if name.isprintable() else ascii(name)

@@ -96,3 +96,56 @@ def test_racy_files_are_rehashed(ctx: Path, tmp_path: Path) -> None:
     again = context_digest(ctx, ctx / "Dockerfile", index_path=index)
     assert again.changed == ["changed: src/main.py"]
 
+
+
+def test_names_not_utf8_or_with_a_newline_are_hashed(ctx: Path) -> None:
+    odd = ctx / "src" / os.fsdecode(b"bad\xff\nname")
+    odd.write_text("1")
+    before = d(ctx)
+    odd.write_text("2")
+    assert d(ctx) != before
+
+
+def test_a_fifo_counts_and_is_never_opened(ctx: Path) -> None:
+    before = d(ctx)
+    os.mkfifo(ctx / "src" / "pipe")  # opening it would block the digest
+    assert d(ctx) != before
+
+
+def test_a_file_docker_re_includes_is_hashed(ctx: Path) -> None:
+    """The issue's example: Docker sends node_modules/keep (the last `node_modules` is
+    not carried down to it), so an edit there must change the digest."""
+    (ctx / ".dockerignore").write_text("node_modules\n!node_modules/keep\nnode_modules\n")
+    (ctx / "node_modules" / "keep").mkdir(parents=True)
+    kept = ctx / "node_modules" / "keep" / "f.js"
+    kept.write_text("1")
+    (ctx / "node_modules" / "other.js").write_text("1")
+    before = d(ctx)
+    (ctx / "node_modules" / "other.js").write_text("2")
+    assert d(ctx) == before
+    kept.write_text("2")
+    assert d(ctx) != before
+
+
+def test_dockerfile_dockerignore_counts(ctx: Path, tmp_path: Path) -> None:
+    """BuildKit reads <Dockerfile>.dockerignore, even beside a Dockerfile outside the
+    context: what it lets through is hashed, and so are its bytes."""
+    outside = tmp_path / "app.Dockerfile"
+    outside.write_text("FROM scratch\n")
+    base = context_digest(ctx, outside)
+    own = tmp_path / "app.Dockerfile.dockerignore"
+    own.write_text("src\n")  # BuildKit now sends notes.log
+    with_own = context_digest(ctx, outside)
+    assert with_own.hexdigest != base.hexdigest and with_own.files == base.files + 1
+    own.write_text("src\n*.log\n")  # the union is unchanged, BuildKit's selection is not
+    assert context_digest(ctx, outside).hexdigest != with_own.hexdigest
+
+
+def test_changes_show_odd_names_on_one_line(ctx: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    index = tmp_path / "index.json"
+    monkeypatch.setattr(digest_mod, "RACY_NS", 0)
+    context_digest(ctx, ctx / "Dockerfile", index_path=index)
+    (ctx / "src" / os.fsdecode(b"new\nline\xff")).write_text("x")
+    changed = context_digest(ctx, ctx / "Dockerfile", index_path=index).changed
+    assert changed == ["added: 'src/new\\nline\\udcff'"]
