@@ -37,16 +37,19 @@ class _State:
     depth = 0
     what: list[str] = []
     pending: int | None = None
+    stopping = False  # an interrupt is already unwinding us
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:
-    if _State.depth:
-        # Teardown under way: record it; the teardown finishes, then we stop.
+    if _State.depth or _State.stopping:
+        # Teardown under way (or about to be: the first signal is unwinding towards it):
+        # record it; the teardown finishes, then we stop.
         _State.pending = _State.pending or signum
         doing = _State.what[-1] if _State.what else "the bottle"
         print(f"\nbottle: {signal.Signals(signum).name} received; still removing {doing}",
               file=sys.stderr, flush=True)
         return
+    _State.stopping = True
     raise Interrupted(signum)
 
 

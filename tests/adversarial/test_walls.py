@@ -217,6 +217,7 @@ def test_a_second_interrupt_during_teardown_still_removes_the_bottle(
                    "DOCKER_CONTEXT": "default"})
     wait_for(lambda: bool(bottles()))
     time.sleep(0.5)
+    slow_docker.unlink(missing_ok=True)  # the next stall is teardown's
     p.send_signal(signal.SIGINT)
     wait_for(slow_docker.exists)  # teardown's `docker rm` is under way
     p.send_signal(signal.SIGINT)
