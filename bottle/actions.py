@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from doit.exceptions import TaskFailed
-
 from bottle import config as config_mod
 from bottle import image
 from bottle.progress import say
@@ -64,6 +62,15 @@ def _log(err: ToolError) -> str:
         return ""
 
 
+def report_error(err: UserError) -> str:
+    """Print a user-caused error as its one line (naming the log of a failed tool)."""
+    line = str(err)
+    if isinstance(err, ToolError) and (log := _log(err)):
+        line += f" (full output: {log})"
+    print(f"bottle: error: {line}", file=sys.stderr, flush=True)
+    return line
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A user-caused error becomes one line on stderr and a failed task, no traceback."""
 
@@ -72,11 +79,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            line = str(err)
-            if isinstance(err, ToolError) and (log := _log(err)):
-                line += f" (full output: {log})"
-            print(f"bottle: error: {line}", file=sys.stderr, flush=True)
-            return TaskFailed(line, report=False)
+            from doit.exceptions import TaskFailed
+
+            return TaskFailed(report_error(err), report=False)
 
     return wrapper
 
@@ -145,13 +150,17 @@ def pack() -> None:
 # --- launch, sweep ----------------------------------------------------------------------
 
 
-@user_errors
-def launch(agent_args: list[str], **options: Any) -> None:
+def run_launch(agent_args: list[str], **options: Any) -> int:
+    """The launch itself: the agent's exit code."""
     from bottle.launch import launch as run
 
     args = AGENT_ARGS if AGENT_ARGS is not None else agent_args
-    cfg = load_config({**options, "agent_args": args or None})
-    code = run(cfg, store())
+    return run(load_config({**options, "agent_args": args or None}), store())
+
+
+@user_errors
+def launch(agent_args: list[str], **options: Any) -> None:
+    code = run_launch(agent_args, **options)
     if code:
         raise SystemExit(code)  # the agent's exit code is the launch's
 
@@ -325,7 +334,9 @@ def cache_gc(max_size: str, max_age: str) -> None:
 
 
 @user_errors
-def cache_verify() -> TaskFailed | None:
+def cache_verify() -> Any:
+    from doit.exceptions import TaskFailed
+
     checked, bad = store().verify()
     for name, problem in bad:
         say(f"cache_verify: {name}: {problem} (removed; it will be rebuilt)")

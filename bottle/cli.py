@@ -87,6 +87,66 @@ def _glue_values(args: list[str]) -> list[str]:
     return out
 
 
+class _OptionError(Exception):
+    pass
+
+
+def _parse_options(specs: list[dict[str, Any]], args: list[str]
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """A task's options as doit reads them (from the same declarations): `--name=V`,
+    `--name V`, `-x V`, bool flags and their inverse; the rest are positional."""
+    by_flag: dict[str, tuple[dict[str, Any], bool]] = {}
+    for spec in specs:
+        by_flag[f"--{spec['long']}"] = (spec, True)
+        if spec.get("short"):
+            by_flag[f"-{spec['short']}"] = (spec, True)
+        if spec.get("inverse"):
+            by_flag[f"--{spec['inverse']}"] = (spec, False)
+    values: dict[str, Any] = {s["name"]: s["default"] for s in specs}
+    positional: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        flag, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if flag not in by_flag:
+            if arg.startswith("-") and arg != "-":
+                raise _OptionError(f"unknown option {flag}")
+            positional.append(arg)
+            continue
+        spec, on = by_flag[flag]
+        if spec["type"] is bool:
+            if eq:
+                raise _OptionError(f"option {flag} takes no value")
+            values[spec["name"]] = on
+            continue
+        if not eq:
+            if not rest:
+                raise _OptionError(f"option {flag} needs a value")
+            inline = rest.pop(0)
+        values[spec["name"]] = ([*values[spec["name"]], inline] if spec["type"] is list
+                                else inline)
+    return values, positional
+
+
+def launch_now(args: list[str]) -> int:
+    """`bottle launch`: straight to the launch (it always runs, so doit has nothing to
+    decide), with the options doit would take from the same declarations."""
+    from bottle import actions
+    from bottle.config import options_for
+    from cache.errors import UserError
+
+    try:
+        options, positional = _parse_options(options_for("launch"), args)
+    except _OptionError as err:
+        print(f"bottle: error: {err} (see `bottle help launch`)", file=sys.stderr)
+        return 2
+    try:
+        return actions.run_launch(positional, **options)
+    except UserError as err:
+        actions.report_error(err)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from bottle import actions, signals
 
@@ -97,13 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--version"]:
         print(version())
         return 0
-    args = _glue_values(actions.set_agent_args(args))
+    args = actions.set_agent_args(args)
+    if args and args[0] != "launch":
+        args = _glue_values(args)
     if any(a == "" for a in args):
         print("bottle: error: an empty argument; give agent arguments after --",
               file=sys.stderr)
         return 2
     signals.install()
     try:
+        if args[0] == "launch":
+            return launch_now(args[1:])
         return run_doit(args)
     except KeyboardInterrupt as err:
         print("bottle: interrupted", file=sys.stderr)

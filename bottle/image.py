@@ -16,25 +16,13 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from bottle import agents, progress
 from bottle.config import Config
 from bottle.errors import BottleError
-from bottle.remote import (
-    Record,
-    Remote,
-    RemoteMiss,
-    get_record,
-    host_arch,
-    pull_image,
-    pull_smolmachine,
-    push_image,
-    push_smolmachine,
-    put_record,
-)
 from bottle.tools import crane, skopeo
 from bottle.tools import docker as docker_mod
 from bottle.tools import smolvm as _smolvm
@@ -43,6 +31,9 @@ from bottle.tools.registry import ephemeral_registry
 from cache.digest import ContextDigest, context_digest
 from cache.errors import StorageError
 from cache.store import Entry, Store
+
+if TYPE_CHECKING:
+    from bottle.remote import Remote
 
 REPO = "bot-bottle"
 LABEL_CONTEXT = "bot-bottle.context"
@@ -137,7 +128,11 @@ def build_inputs(cfg: Config, store: Store) -> BuildInputs:
 
 
 def remote_of(cfg: Config) -> Remote | None:
-    return Remote.parse(cfg.remote, push=cfg.remote_push) if cfg.remote else None
+    if not cfg.remote:
+        return None
+    from bottle.remote import Remote
+
+    return Remote.parse(cfg.remote, push=cfg.remote_push)
 
 
 def _base_args(cfg: Config, store: Store) -> dict[str, str]:
@@ -249,6 +244,13 @@ def _record_ref(store: Store, ctx: ContextDigest, inputs: BuildInputs, image_id:
 def _image_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built | None:
     """The image from the shared cache, pulled by digest and verified; None (after one
     warning line) when it has none or cannot be reached."""
+    from bottle.remote import (
+        RemoteMiss,
+        get_record,
+        host_arch,
+        pull_image,
+    )
+
     remote = inputs.remote
     if remote is None:
         return None
@@ -268,6 +270,15 @@ def _push_image(inputs: BuildInputs, store: Store, built: Built, *,
                 force: bool = False) -> None:
     """After a local build, with remote_push (or `force`): the image and its record. A
     failure is a warning: the build itself succeeded."""
+    from bottle.remote import (
+        Record,
+        RemoteMiss,
+        get_record,
+        host_arch,
+        push_image,
+        put_record,
+    )
+
     remote = inputs.remote
     if remote is None or not (remote.push or force):
         return
@@ -447,6 +458,13 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
                              ctx: ContextDigest) -> Packed | None:
     """The `.smolmachine` for this context and this smolvm, straight from the shared
     cache (no image, no docker): None when the remote has none."""
+    from bottle.remote import (
+        RemoteMiss,
+        get_record,
+        host_arch,
+        pull_smolmachine,
+    )
+
     remote = inputs.remote
     if remote is None:
         return None
@@ -477,6 +495,16 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
 
 def _push_smolmachine(inputs: BuildInputs, store: Store, built: Built, entry: Entry, *,
                       force: bool = False) -> None:
+    from bottle.remote import (
+        Record,
+        RemoteMiss,
+        get_record,
+        host_arch,
+        push_image,
+        push_smolmachine,
+        put_record,
+    )
+
     remote = inputs.remote
     if remote is None or not (remote.push or force):
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from pathlib import Path
 
 import xxhash
@@ -62,7 +61,7 @@ def spec_of(cfg: Config, store: Store, *, tty: bool = False) -> BottleSpec:
     if clash:
         raise BottleError(f"{clash[0]} is both in env and in secrets")
     return BottleSpec(
-        launch_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        launch_id=f"{os.getpid()}-{os.urandom(4).hex()}",
         command=cfg.command or profile.command, workspace=workspace.resolve(),
         agent_args=tuple(cfg.agent_args), tty=tty, user=cfg.user,
         network=cfg.network or profile.network,

@@ -14,14 +14,13 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
-from bottle import agents, egress_net, image, progress
+from bottle import agents, image, progress
 from bottle.backend import (
     DEFAULT_USER,
     LABEL,
@@ -34,7 +33,6 @@ from bottle.backend import (
     shell,
 )
 from bottle.config import Config
-from bottle.egress import parse_policy, summarize, summary_json, summary_line
 from bottle.errors import BottleError
 from bottle.tools import _proc
 from bottle.tools import docker as docker_mod
@@ -43,6 +41,11 @@ from bottle.tools.docker import Mount, RunSpec
 from cache.atomic import write_atomic
 from cache.errors import StorageError
 from cache.store import Store
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from bottle import egress_net
 
 LABEL_USER_OF = "bot-bottle.user-of"
 # Maps the agent's user to the workspace owner: passwd/group entries and its home.
@@ -94,8 +97,10 @@ class DockerBottle:
         if self._created == (tuple(extra), tty):
             return
         if self._created is not None:
-            docker_mod.rm_f(self.container)
-        _proc.run(self._create(extra, tty), env=self._env, secrets=self._env.values())
+            docker_mod.remove_container(self.container)
+        spec = dataclasses.replace(self._run, interactive=tty, tty=tty)
+        docker_mod.create(self.image_id or "IMAGE", [self.agent_command, *extra], spec,
+                          env=self._env)
         self._created = (tuple(extra), tty)
 
     def run_agent(self, extra: Sequence[str], *, tty: bool) -> int:
@@ -119,6 +124,9 @@ class DockerBottle:
         """What the egress proxy saw (one line; the full record is kept in the cache)."""
         if self.egress is None:
             return None
+        from bottle import egress_net
+        from bottle.egress import summarize, summary_json, summary_line
+
         net, observe, record, spec = self.egress
         requests, raw = egress_net.proxy_requests(net)
         summary = summarize(requests)
@@ -141,8 +149,8 @@ def _image_user(base_id: str, user: str, store: Store) -> tuple[int, int] | None
     ref = store.get_ref("image-user", key)
     if ref is not None:
         return (int(ref["uid"]), int(ref["gid"])) if ref.get("found") else None
-    name = f"bot-bottle-peek-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work = store.area("tmp") / f"peek.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    name = f"bot-bottle-peek-{os.getpid()}-{os.urandom(4).hex()}"
+    work = store.area("tmp") / f"peek.{os.getpid()}.{os.urandom(4).hex()}"
     work.mkdir(parents=True)
     try:
         _proc.run(docker_mod.create_cmd(base_id, [], RunSpec(
@@ -188,7 +196,7 @@ def _user_image(base_id: str, user: str, uid: int, gid: int, store: Store) -> st
         ref = store.get_ref("user-image", key)
         if ref and docker_mod.engine_has_image(str(ref["image_id"])):
             return str(ref["image_id"])
-        work = store.area("tmp") / f"user-image-{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        work = store.area("tmp") / f"user-image-{key}.{os.getpid()}.{os.urandom(4).hex()}"
         work.mkdir(parents=True)
         try:
             (work / "remap.sh").write_text(_REMAP)
@@ -298,6 +306,8 @@ def _network(spec: BottleSpec) -> str:
 
 
 def _egress_plan(spec: BottleSpec, prepared: Prepared) -> egress_net.EgressNet:
+    from bottle import egress_net
+
     if prepared.proxy_image_id is None:
         raise BottleError("network = egress: no proxy image was prepared")
     if not docker_mod.network_exists(spec.egress_network):
@@ -312,6 +322,9 @@ def _start_egress(net: egress_net.EgressNet, spec: BottleSpec, prepared: Prepare
     """The bottle's network, then its proxy, started alongside the agent's container
     (in a thread, so the agent's start is not delayed by it)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from bottle import egress_net
+    from bottle.egress import parse_policy
 
     assert prepared.proxy_image_id is not None
     policy = parse_policy("observe" if "observe" in spec.egress else list(spec.egress))

@@ -102,3 +102,61 @@ def test_pull_of_a_missing_tag_is_a_clean_error(engine: str, tmp_path: Path) -> 
     msg = str(err.value)
     assert "\n" not in msg and "docker pull" in msg
     assert "not found" in msg or "manifest unknown" in msg
+
+
+def test_create_over_the_api_is_what_the_cli_creates(busybox_image: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launch creates its container over the engine's API (one process fewer); it
+    must be the container `docker create` makes from the same options."""
+    from bottle.tools.docker import Mount, RunSpec
+
+    (tmp_path / "ws,x=y").mkdir()
+    spec = RunSpec(labels={"bot-bottle-test": "1", "k": "v w"}, env_names=["A", "B"],
+                   network="none", user="1000:1000", workdir="/workspace",
+                   mounts=[Mount(tmp_path / "ws,x=y", "/workspace")], remove=True, init=True,
+                   cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=77,
+                   cpus="1.5", memory="96m", interactive=True, tty=True)
+    env = {"A": "a value, with = and 'quotes'", "B": "sk-secret"}
+    names = ["bb-test-create-cli", "bb-test-create-api"]
+    monkeypatch.setenv("A", env["A"])
+    monkeypatch.setenv("B", env["B"])
+    try:
+        subprocess.run(docker.create_cmd(busybox_image, ["sh", "-c", "echo hi"],
+                                         RunSpec(**{**vars(spec), "name": names[0]})).argv,
+                       check=True, capture_output=True)
+        docker.create(busybox_image, ["sh", "-c", "echo hi"],
+                      RunSpec(**{**vars(spec), "name": names[1]}), env=env)
+        seen = []
+        for name in names:
+            info = json.loads(subprocess.run(["docker", "inspect", name], check=True,
+                                             capture_output=True, text=True).stdout)[0]
+            c, h = info["Config"], info["HostConfig"]
+            seen.append({
+                "config": {k: c.get(k) for k in ("Cmd", "User", "WorkingDir", "Labels", "Tty",
+                                                  "OpenStdin", "StdinOnce", "AttachStdin",
+                                                  "Entrypoint", "Image")},
+                "env": sorted(e for e in c["Env"] if e.startswith(("A=", "B="))),
+                "host": {k: h.get(k) for k in ("AutoRemove", "Init", "NetworkMode", "CapDrop",
+                                                "SecurityOpt", "PidsLimit", "NanoCpus",
+                                                "Memory", "ReadonlyRootfs")},
+                "mounts": [(m["Type"], m["Source"], m["Target"]) for m in h.get("Mounts") or []],
+            })
+        assert seen[0] == seen[1]
+        assert seen[1]["mounts"] == [("bind", str(tmp_path / "ws,x=y"), "/workspace")]
+    finally:
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+
+
+def test_create_errors_are_one_line_without_secrets(busybox_image: str) -> None:
+    from bottle.tools.docker import RunSpec
+
+    spec = RunSpec(name="bb-test-twice", env_names=["S"], network="none")
+    try:
+        docker.create(busybox_image, ["true"], spec, env={"S": "sk-never-shown"})
+        with pytest.raises(DockerError) as err:  # the name is taken
+            docker.create(busybox_image, ["true"], spec, env={"S": "sk-never-shown"})
+    finally:
+        subprocess.run(["docker", "rm", "-f", "bb-test-twice"], capture_output=True)
+    assert "already in use" in str(err.value)
+    msg = str(err.value) + err.value.detail()
+    assert "\n" not in str(err.value) and "sk-never-shown" not in msg
