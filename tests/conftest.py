@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,38 +44,6 @@ def _no_temp_dirs_left() -> Iterator[None]:
     assert not left, f"the tests left these in {tempfile.gettempdir()}: {left}"
 
 
-def _engine_answers(env: dict[str, str]) -> bool:
-    if not shutil.which("docker"):
-        return False
-    r = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=env,
-                       capture_output=True, timeout=30)
-    return r.returncode == 0
-
-
-def _start_dockerd() -> tuple[subprocess.Popen[bytes], str, Path] | None:
-    if not shutil.which("dockerd") or os.geteuid() != 0:
-        return None
-    base = Path(tempfile.mkdtemp(prefix="bb-dockerd."))
-    sock = base / "docker.sock"
-    log = (base / "log").open("wb")
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "pid"), "--host", f"unix://{sock}", "--bridge=none",
-         "--iptables=false", "--ip6tables=false"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    log.close()
-    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if sock.exists() and _engine_answers(env):
-            return proc, f"unix://{sock}", base
-        time.sleep(0.2)
-    proc.terminate()
-    proc.wait()
-    return None
-
-
 def _engine_objects(host: str) -> dict[str, set[str]]:
     env = {**os.environ, "DOCKER_HOST": host}
     out: dict[str, set[str]] = {}
@@ -91,11 +58,15 @@ def _engine_objects(host: str) -> dict[str, set[str]]:
 
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
-    """A DOCKER_HOST that answers; starts a private dockerd when none is running.
+    """A DOCKER_HOST that answers: $DOCKER_HOST's (or the default socket's) engine, else
+    a private dockerd this session starts (root only). Under CI=true a missing engine
+    fails the engine tests instead of skipping them.
 
     On the user's own engine, the session ends with a check: every container, image and
     network the tests made is gone (else the run fails, naming them)."""
-    if _engine_answers(dict(os.environ)):
+    from tests.engines import answers, private_engine
+
+    if answers():
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         before = _engine_objects(host)
         yield host
@@ -103,22 +74,13 @@ def docker_host() -> Iterator[str]:
         left = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
         assert not left, f"the tests left these on the engine: {left}"
         return
-    started = _start_dockerd()
-    if started is None:
-        msg = "no Docker engine (set DOCKER_HOST, or run as root with docker.io installed)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    proc, host, base = started
-    try:
+    with private_engine("bb-dockerd.") as host:
+        if host is None:
+            msg = "no Docker engine (set DOCKER_HOST, or run as root with docker.io installed)"
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
         yield host
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -152,14 +114,13 @@ def engine(docker_host: str, monkeypatch: pytest.MonkeyPatch,
 
 
 def static_busybox() -> Path:
-    for c in ("/bin/busybox", "/usr/bin/busybox"):
-        p = Path(c)
-        if p.is_file():
-            from bottle.example import is_static_elf
+    from bottle.errors import BottleError
+    from bottle.example import find_static_busybox
 
-            if is_static_elf(p):
-                return p
-    pytest.fail("tests need a static busybox: apt-get install busybox-static")
+    try:
+        return find_static_busybox()
+    except BottleError as err:
+        pytest.fail(str(err))
 
 
 def busybox_context(directory: Path, extra: str = "") -> Path:

@@ -1,6 +1,6 @@
 """smolvm CLI: argv builders for every dialect, one runner, `SmolvmError`.
 
-Dialects (see DESIGN.md; thresholds checked against the released parsers):
+Dialects (thresholds checked against the released parsers, see tests/unit/test_smolvm_parser.py):
 - 0.8.x: machine name positional for create/delete, `--name` for start/stop/exec;
   `pack create -o X` writes `X.smolmachine`.
 - >= 1.0.2: `--name` everywhere; exec's workload after `--`; `--secret-env` (seen from 1.4).
@@ -233,7 +233,7 @@ def machine_cp_cmd(
     return TOOL.cmd("machine", "cp", *_state(state_dir, dialect), src, dst)
 
 
-# --- runners (seed 002's API; dialect detected once when not given) ----------------------
+# --- runners (dialect detected once when not given) -----------------------------------------
 
 
 def _d(dialect: Dialect | None) -> Dialect:

@@ -14,9 +14,7 @@ import crypt
 import json
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,32 +46,15 @@ class Machine:
 @pytest.fixture(scope="module")
 def second_engine() -> Iterator[str]:
     """Machine B's engine: a private dockerd beside the test engine."""
-    if not shutil.which("dockerd") or os.geteuid() != 0:
-        msg = "a second engine needs dockerd and root"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    base = Path(tempfile.mkdtemp(prefix="bb-engine-b."))
-    sock = base / "docker.sock"
-    with (base / "log").open("wb") as log:
-        proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-             "--pidfile", str(base / "pid"), "--host", f"unix://{sock}", "--bridge=none",
-             "--iptables=false", "--ip6tables=false"], stdout=log, stderr=subprocess.STDOUT)
-    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and subprocess.run(
-            ["docker", "version"], env=env, capture_output=True).returncode != 0:
-        time.sleep(0.3)
-    try:
-        yield f"unix://{sock}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(base, ignore_errors=True)
+    from tests.engines import private_engine
+
+    with private_engine("bb-engine-b.") as host:
+        if host is None:
+            msg = "a second engine needs dockerd and root"
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
+        yield host
 
 
 @dataclass
