@@ -244,20 +244,15 @@ def _record_ref(store: Store, ctx: ContextDigest, inputs: BuildInputs, image_id:
 def _image_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built | None:
     """The image from the shared cache, pulled by digest and verified; None (after one
     warning line) when it has none or cannot be reached."""
-    from bottle.remote import (
-        RemoteMiss,
-        get_record,
-        host_arch,
-        pull_image,
-    )
+    from bottle import remote as shared
 
     remote = inputs.remote
     if remote is None:
         return None
     try:
-        record = get_record(remote, store, ctx.hexdigest, host_arch())
-        pull_image(remote, record, inputs.tag)
-    except RemoteMiss as miss:
+        record = shared.get_record(remote, store, ctx.hexdigest, shared.host_arch())
+        shared.pull_image(remote, record, inputs.tag)
+    except shared.RemoteMiss as miss:
         progress.say(f"build: remote {remote.name}: {miss}; building here")
         return None
     _record_ref(store, ctx, inputs, record.image_id)
@@ -270,29 +265,14 @@ def _push_image(inputs: BuildInputs, store: Store, built: Built, *,
                 force: bool = False) -> None:
     """After a local build, with remote_push (or `force`): the image and its record. A
     failure is a warning: the build itself succeeded."""
-    from bottle.remote import (
-        Record,
-        RemoteMiss,
-        get_record,
-        host_arch,
-        push_image,
-        put_record,
-    )
+    from bottle import remote as shared
 
     remote = inputs.remote
     if remote is None or not (remote.push or force):
         return
-    arch = host_arch()
     try:
-        digest = push_image(remote, store, built.image_id, built.context.hexdigest, arch)
-        try:
-            old = get_record(remote, store, built.context.hexdigest, arch)
-            machines = old.smolmachines if old.image_id == built.image_id else {}
-        except RemoteMiss:
-            machines = {}
-        put_record(remote, store, Record(built.context.hexdigest, arch, built.image_id,
-                                         digest, machines))
-    except (ToolError, RemoteMiss, OSError) as err:
+        shared.publish(remote, store, built.context.hexdigest, built.image_id)
+    except (ToolError, shared.RemoteMiss, OSError) as err:
         progress.say(f"build: warning: could not push to {remote.name}: {err}")
         return
     progress.say(f"build: pushed {short_id(built.image_id)} to {remote.name}")
@@ -458,12 +438,7 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
                              ctx: ContextDigest) -> Packed | None:
     """The `.smolmachine` for this context and this smolvm, straight from the shared
     cache (no image, no docker): None when the remote has none."""
-    from bottle.remote import (
-        RemoteMiss,
-        get_record,
-        host_arch,
-        pull_smolmachine,
-    )
+    from bottle import remote as shared
 
     remote = inputs.remote
     if remote is None:
@@ -471,20 +446,20 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
     version = str(_smolvm.detect_dialect())
     with store.lock(f"context-{ctx.hexdigest}", what=f"the pull of {ctx.short}"):
         try:
-            record = get_record(remote, store, ctx.hexdigest, host_arch())
+            record = shared.get_record(remote, store, ctx.hexdigest, shared.host_arch())
             packed = record.smolmachines.get(version)
             if packed is None:
-                raise RemoteMiss(f"no .smolmachine packed by smolvm {version}")
+                raise shared.RemoteMiss(f"no .smolmachine packed by smolvm {version}")
             key = short_id(record.image_id)
 
             def fetch(work: Path) -> dict[str, Any]:
-                pull_smolmachine(remote, store, packed["digest"],
+                shared.pull_smolmachine(remote, store, packed["digest"],
                                  lambda f: shutil.copyfile(f, work / f"{key}{_smolvm.SIDECAR}"))
                 return {"image_id": record.image_id, "smolvm": version,
                         "context_digest": ctx.hexdigest, "remote": remote.name}
 
             entry, _ = store.ensure("smolmachine", key, fetch)
-        except RemoteMiss as miss:
+        except shared.RemoteMiss as miss:
             progress.say(f"pack: remote {remote.name}: {miss}; packing here")
             return None
         _record_ref(store, ctx, BuildInputs(inputs.context, inputs.dockerfile, inputs.tag),
@@ -495,36 +470,19 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
 
 def _push_smolmachine(inputs: BuildInputs, store: Store, built: Built, entry: Entry, *,
                       force: bool = False) -> None:
-    from bottle.remote import (
-        Record,
-        RemoteMiss,
-        get_record,
-        host_arch,
-        push_image,
-        push_smolmachine,
-        put_record,
-    )
+    from bottle import remote as shared
 
     remote = inputs.remote
     if remote is None or not (remote.push or force):
         return
-    arch, version = host_arch(), str(entry.meta.get("smolvm", ""))
     try:
-        digest = push_smolmachine(remote, store, smolmachine_file(entry), entry.key, arch,
-                                  version)
-        try:
-            record = get_record(remote, store, built.context.hexdigest, arch)
-        except RemoteMiss:
-            image_digest = push_image(remote, store, built.image_id, built.context.hexdigest,
-                                      arch)
-            record = Record(built.context.hexdigest, arch, built.image_id, image_digest, {})
-        machines = {**record.smolmachines, version: {"digest": digest, "key": entry.key}}
-        put_record(remote, store, dataclasses.replace(record, smolmachines=machines))
-    except (ToolError, RemoteMiss, OSError) as err:
+        shared.publish(remote, store, built.context.hexdigest, built.image_id,
+                       smolmachine=(smolmachine_file(entry), entry.key,
+                                    str(entry.meta.get("smolvm", ""))))
+    except (ToolError, shared.RemoteMiss, OSError) as err:
         progress.say(f"pack: warning: could not push to {remote.name}: {err}")
         return
     progress.say(f"pack: pushed {entry.key} to {remote.name}")
-
 
 def committed_or_packed(cfg: Config, inputs: BuildInputs, store: Store,
                         ctx: ContextDigest) -> Packed:

@@ -294,3 +294,25 @@ def pull_smolmachine(remote: Remote, store: Store, digest: str,
         if kinds != [LAYER_MEDIA_TYPE]:
             raise RemoteMiss(f"{digest} is not a .smolmachine artifact")
         into(layers[0])
+
+
+def publish(remote: Remote, store: Store, context: str, image_id: str, *,
+            smolmachine: tuple[Path, str, str] | None = None) -> Record:
+    """Make the remote's record for `context` name this image (pushing it when the record
+    names another or none) and, given `(file, key, smolvm version)`, that `.smolmachine`.
+    Returns the record as pushed."""
+    arch = host_arch()
+    try:
+        record: Record | None = get_record(remote, store, context, arch)
+    except RemoteMiss:
+        record = None
+    if record is None or record.image_id != image_id:
+        digest = push_image(remote, store, image_id, context, arch)
+        record = Record(context, arch, image_id, digest, {})
+    if smolmachine is not None:
+        artifact, key, version = smolmachine
+        digest = push_smolmachine(remote, store, artifact, key, arch, version)
+        record = Record(context, arch, image_id, record.image_digest,
+                        {**record.smolmachines, version: {"digest": digest, "key": key}})
+    put_record(remote, store, record)
+    return record
