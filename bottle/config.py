@@ -57,6 +57,7 @@ class Config:
     user: str = "node"
     network: str | None = None  # None: the profile's default
     egress: list[str] | None = None  # None: the profile's allow-list
+    egress_add: list[str] = field(default_factory=list)
     egress_network: str = "bridge"
     env: dict[str, str] = field(default_factory=dict)
     secrets: list[str] | None = None  # None: the profile's secret names
@@ -276,6 +277,8 @@ KEYS: tuple[Key, ...] = (
         "(default: the profile's)", tasks=("launch",)),
     Key("egress", _egress, "allowed hosts (name, *.domain, optional :port), or "
         "\"observe\" (default: the profile's)"),
+    Key("egress_add", _egress, "hosts allowed on top of `egress` (or of the profile's "
+        "list)"),
     Key("egress_network", _network, "docker network the egress proxy reaches out through"),
     Key("env", _env_table, "plain environment for the agent, KEY = value"),
     Key("secrets", _names, "names of host variables passed to the agent by reference"),

@@ -128,3 +128,19 @@ def test_option_help_names_the_key_and_default_once() -> None:
     assert backend["help"].count("config: backend") == 1
     assert backend["help"].endswith("[config: backend; default: docker]")
     assert "json_out" not in config.describe()  # only settable keys are listed as config
+
+
+def test_egress_adds_to_the_profile_or_replaces_it(tmp_path: Path) -> None:
+    from bottle.launch import spec_of
+    from cache.store import Store
+
+    (tmp_path / "bottle.toml").write_text(
+        'agent = "claude"\negress_add = ["*.example.org:443", "api.anthropic.com"]\n'
+        'secrets = []\n')
+    spec = spec_of(load(start=tmp_path, environ={}), Store(tmp_path / "c"))
+    assert spec.egress[:3] == ("api.anthropic.com", "claude.ai", "platform.claude.com")
+    assert spec.egress[3:] == ("*.example.org:443",)  # added once, in order
+    (tmp_path / "bottle.toml").write_text('agent = "claude"\negress = ["a.test"]\n'
+                                          'secrets = []\n')
+    assert spec_of(load(start=tmp_path, environ={}), Store(tmp_path / "c")).egress == (
+        "a.test",)
