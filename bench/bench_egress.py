@@ -17,10 +17,13 @@ For each: the whole run (start + agent + teardown) and the agent's first output 
 line by line as it arrives); for egress+wget also the first successful request. Images
 are built by a warm-up launch first: every timed launch is a cache hit. The workspace is
 owned by uid 1000 (the image's node), so no user-mapped image is built. Then one egress
-launch's stderr lines with their times, and its process timeline (strace), show where
-the time goes.
+launch's stderr lines with their times, and one egress and one none launch under strace
+(the programs bottle ran, its own engine API requests, its stderr lines), show where the
+time goes, and whether the agent's container waited for the proxy's start.
+CACHE (default $TMPDIR/bb-bench-egress-cache) is removed at the end unless --keep.
+Needs root (it starts dockerd), docker.io, mmdebstrap, busybox-static and strace.
 
-    python3 bench/bench_egress.py [--runs 10] [--cache DIR] [--keep]
+    python3 bench/bench_egress.py [--runs 10] [--cache DIR] [--keep] [--no-trace]
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from _bench import (
     BOTTLE,
     Engine,
+    Proc,
     bottle_env,
     busybox_context,
     cell,
@@ -228,6 +232,25 @@ def trace(b: Bench) -> None:
               "start a little): the programs it ran, its own engine API requests, its "
               "stderr lines\n")
         print_timeline(procs)
+        if name == "egress":
+            print(proxy_wait(procs))
+
+
+def proxy_wait(procs: Sequence[Proc]) -> str:
+    """How long the agent's container, once created, waited before it was started, and
+    whether its start came only after the proxy's `docker start` had returned."""
+    def find(pred: Callable[[str], bool]) -> Proc | None:
+        return next((p for p in procs if pred(p.argv)), None)
+
+    create = find(lambda a: a.startswith("docker create --rm --init"))
+    proxy = find(lambda a: a.startswith("docker start --") and a.endswith("-proxy"))
+    agent = find(lambda a: a.startswith("docker start --attach"))
+    if not (create and proxy and agent and create.end and proxy.end):
+        return "\n(the timeline lacks the agent's create, the proxy's start or the agent's start)"
+    after = "after" if agent.start >= proxy.end else "before"
+    return (f"\nThe agent's container was created at {create.end:.3f}s and started at "
+            f"{agent.start:.3f}s ({agent.start - create.end:.3f}s later), {after} the "
+            f"proxy's `docker start` ({proxy.start:.3f}s to {proxy.end:.3f}s) returned.")
 
 
 MARK = ".bb-bench-egress"

@@ -10,11 +10,13 @@ docker-registry). Per run, for each case:
      `bottle build` with remote_push = true (build + push, what CI would do)
   B  `bottle launch --headless` with the remote (pulls A's image) and without it
      (builds), each from an empty engine (`docker system prune -af`, checked empty) and
-     a fresh cache root, in alternating order; then a warm launch (a local cache hit)
+     a fresh cache root, in alternating order; then a warm launch (a local cache hit);
+     and, for reference, a plain `docker pull` of A's image into the empty engine
 The 200 MB context is the example agent (its Dockerfile, busybox and stand-in) plus a
 `COPY` of a file of random bytes, so a local build has real work to do. Projects are
 owned by uid 1000 (the image's node), so no user-mapped image is built. `--trace`
 prints, once, which programs each kind of B launch ran and for how long (strace).
+Needs root (it starts dockerd), docker.io, docker-registry, skopeo, busybox-static.
 
     python3 bench/bench_remote.py [--runs 5] [--size-mb 200] [--trace]
 """
@@ -22,10 +24,12 @@ prints, once, which programs each kind of B launch ran and for how long (strace)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +134,18 @@ def run_b(case: Case, b: Engine, reg: Registry, work: Path, res: Results, i: int
             t, _ = timed([*BOTTLE, "launch", "--headless"], cwd=case.project,
                          env=bottle_env(b, cache), expect="build: cache hit")
             res["b warm"].append(t)
+    b.wipe()
+    t, _ = timed(["docker", "pull", "-q", image_ref(reg)], cwd=work, env=b.env())
+    res["b docker pull"].append(t)
+
+
+def image_ref(reg: Registry) -> str:
+    """The image A pushed (its img- tag; the registry holds one per run)."""
+    with urllib.request.urlopen(f"http://{reg.endpoint}/v2/team/agents/tags/list") as r:
+        tags = [t for t in json.load(r)["tags"] if t.startswith("img-")]
+    if len(tags) != 1:
+        die(f"expected one image tag in the registry, found {tags}")
+    return f"{reg_repo(reg)}:{tags[0]}"
 
 
 def reg_repo(reg: Registry) -> str:
@@ -157,9 +173,10 @@ def table(cases: list[Case], results: dict[str, Results], args: argparse.Namespa
     for c in cases:
         r = results[c.name]
         rows.append([c.name, cell(r["b remote"]), cell(r["b local"]),
-                     f"{med(r['b local']) / med(r['b remote']):.2f}x", cell(r["b warm"])])
+                     f"{med(r['b local']) / med(r['b remote']):.2f}x", cell(r["b warm"]),
+                     cell(r["b docker pull"])])
     print_table(["case", "B: pull from remote", "B: build locally", "local / remote",
-                 "B: warm launch (reference)"], rows)
+                 "ref: B warm launch", "ref: B `docker pull` alone"], rows)
     print("\nA's side: `bottle build` alone, `bottle cache_push` alone (to an empty "
           "registry), `bottle build` with remote_push = true (empty engine, cache and "
           "registry)\n")
@@ -191,7 +208,7 @@ def main() -> None:
                 for case in cases:
                     res: Results = {k: [] for k in ("a build", "a push", "a build+push",
                                                     "registry MB", "b remote", "b local",
-                                                    "b warm")}
+                                                    "b warm", "b docker pull")}
                     results[case.name] = res
                     for i in range(args.runs):
                         run_a(case, a, reg, work, res)
