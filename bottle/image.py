@@ -203,8 +203,8 @@ def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built
                 if fetched is not None:
                     return fetched
                 built = _build(inputs, store, ctx, found.line)
-                _push_image(inputs, store, built)
-                return built
+                return dataclasses.replace(built, line=built.line + _push_image(inputs, store,
+                                                                                built))
             found = Decision(True, again.line + " (built by another process)",
                              again.image_id, again.retag)
     assert found.image_id is not None
@@ -262,20 +262,19 @@ def _image_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) ->
 
 
 def _push_image(inputs: BuildInputs, store: Store, built: Built, *,
-                force: bool = False) -> None:
-    """After a local build, with remote_push (or `force`): the image and its record. A
-    failure is a warning: the build itself succeeded."""
+                force: bool = False) -> str:
+    """After a local build, with remote_push (or `force`): the image and its record.
+    What happened, to end the build's line with; a failure is only a warning there."""
     from bottle import remote as shared
 
     remote = inputs.remote
     if remote is None or not (remote.push or force):
-        return
+        return ""
     try:
         shared.publish(remote, store, built.context.hexdigest, built.image_id)
     except (ToolError, shared.RemoteMiss, OSError) as err:
-        progress.say(f"build: warning: could not push to {remote.name}: {err}")
-        return
-    progress.say(f"build: pushed {short_id(built.image_id)} to {remote.name}")
+        return f"; warning: could not push to {remote.name}: {err}"
+    return f"; pushed to {remote.name}"
 
 
 def push_to_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> dict[str, Any]:
@@ -287,10 +286,13 @@ def push_to_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> dic
     if not found.hit or found.image_id is None:
         raise BottleError(f"cache_push: nothing built for this context here ({found.line})")
     built = Built(found.image_id, ctx, False, found.line)
-    _push_image(inputs, store, built, force=True)
     entry = store.get("smolmachine", built.key)
-    if entry is not None:
-        _push_smolmachine(inputs, store, built, entry, force=True)
+    note = (_push_smolmachine(inputs, store, built, entry, force=True) if entry is not None
+            else _push_image(inputs, store, built, force=True))
+    if "warning" in note:
+        raise BottleError(f"cache_push: {note.removeprefix('; warning: ')}")
+    progress.say(f"cache_push: {short_id(built.image_id)}"
+                 f"{' and its .smolmachine' if entry else ''}{note.removeprefix(';')}")
     return {"remote": inputs.remote.name, "context": ctx.hexdigest,
             "image": built.image_id, "smolmachine": entry is not None}
 
@@ -427,10 +429,10 @@ def ensure_smolmachine(inputs: BuildInputs, store: Store, ctx: ContextDigest,
         "smolmachine", key, lambda work: _pack_into(work, inputs, built, state_dir),
         keep=lambda name: name in (key, f"{key}{_smolvm.SIDECAR}"),
     )
-    if fresh:
-        _push_smolmachine(inputs, store, built, entry)
     line = (f"packed {key} ({built.line})" if fresh
             else f"cache hit {key} (packed by another process)")
+    if fresh:
+        line += _push_smolmachine(inputs, store, built, entry)
     return Packed(smolmachine_file(entry), fresh, line, key)
 
 
@@ -469,20 +471,19 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
 
 
 def _push_smolmachine(inputs: BuildInputs, store: Store, built: Built, entry: Entry, *,
-                      force: bool = False) -> None:
+                      force: bool = False) -> str:
     from bottle import remote as shared
 
     remote = inputs.remote
     if remote is None or not (remote.push or force):
-        return
+        return ""
     try:
         shared.publish(remote, store, built.context.hexdigest, built.image_id,
                        smolmachine=(smolmachine_file(entry), entry.key,
                                     str(entry.meta.get("smolvm", ""))))
     except (ToolError, shared.RemoteMiss, OSError) as err:
-        progress.say(f"pack: warning: could not push to {remote.name}: {err}")
-        return
-    progress.say(f"pack: pushed {entry.key} to {remote.name}")
+        return f"; warning: could not push to {remote.name}: {err}"
+    return f"; pushed to {remote.name}"
 
 def committed_or_packed(cfg: Config, inputs: BuildInputs, store: Store,
                         ctx: ContextDigest) -> Packed:

@@ -105,8 +105,13 @@ class DockerBottle:
 
     def run_agent(self, extra: Sequence[str], *, tty: bool) -> int:
         self.create(extra, tty=tty)
+        if self.proxy is not None:  # still starting: the agent starts alongside it
+            self.proxy.add_done_callback(self._proxy_started)
         code = _proc.run_attached(
             docker_mod.start_cmd(self.container, attach=True, interactive=tty))
+        failed = self.proxy.exception() if self.proxy is not None else None
+        if failed is not None:
+            raise failed
         if code != 0:
             # A container that never ran failed in docker, not in the agent.
             state = docker_mod.container_state(self.container)
@@ -115,6 +120,12 @@ class DockerBottle:
                     ["docker", "start", self.container], code,
                     reason=str(state.get("Error") or "the container did not start"))
         return code
+
+    def _proxy_started(self, started: Future[None]) -> None:
+        """A proxy that failed to start leaves the agent with no way out: stop it (the
+        launch then fails with the proxy's error)."""
+        if started.exception() is not None:
+            docker_mod.remove_container(self.container)
 
     def exec(self, cmd: str | Sequence[str], *, user: str = DEFAULT_USER) -> Result:
         return _proc.run(docker_mod.exec_cmd(self.container, shell(cmd), user=user),
@@ -275,8 +286,6 @@ class DockerBackend:
             teardown.add(f"container {spec.name}",
                          lambda: docker_mod.remove_container(spec.name))
             bottle.create(spec.agent_args, tty=spec.tty)
-            if bottle.proxy is not None:
-                bottle.proxy.result()  # started alongside the agent's container
         except BaseException:
             bottle.close()
             raise
@@ -321,6 +330,7 @@ def _start_egress(net: egress_net.EgressNet, spec: BottleSpec, prepared: Prepare
                   store: Store, teardown: Teardown, bottle: DockerBottle) -> None:
     """The bottle's network, then its proxy, started alongside the agent's container
     (in a thread, so the agent's start is not delayed by it)."""
+    import concurrent.futures
     from concurrent.futures import ThreadPoolExecutor
 
     from bottle import egress_net
@@ -329,13 +339,16 @@ def _start_egress(net: egress_net.EgressNet, spec: BottleSpec, prepared: Prepare
     assert prepared.proxy_image_id is not None
     policy = parse_policy("observe" if "observe" in spec.egress else list(spec.egress))
     marks = labels(spec, "proxy", store)
-    teardown.add(f"network {net.network}", lambda: egress_net.teardown(net))
+    teardown.add(f"network {net.network}", lambda: docker_mod.network_rm(net.network))
     egress_net.create_bottle_network(net, labels=labels(spec, "network", store))
     teardown.add(f"proxy {net.proxy}", lambda: docker_mod.remove_container(net.proxy))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
-    bottle.proxy = pool.submit(egress_net.start_proxy, net, prepared.proxy_image_id, policy,
-                               labels=marks)
+    proxy = pool.submit(egress_net.start_proxy, net, prepared.proxy_image_id, policy,
+                        labels=marks)
     pool.shutdown(wait=False)
+    bottle.proxy = proxy
+    # Before the proxy is removed, its start must be over (else it could outlive us).
+    teardown.add("proxy start", lambda: concurrent.futures.wait([proxy]))
     bottle.egress = (net, policy.observe, store.area("egress") / f"{spec.launch_id}.json",
                      spec)
 

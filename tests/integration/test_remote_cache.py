@@ -265,7 +265,7 @@ def test_smolmachines_b_pulls_the_pack_with_no_docker(machines: tuple[Machine, M
     a, b = machines
     configure(project, registry.repo(), push=True)
     first = bottle("pack", cwd=project, env=a.env())
-    assert first.returncode == 0 and "pack: pushed" in first.stderr, first.stderr
+    assert first.returncode == 0 and "; pushed to" in first.stderr, first.stderr
     packs = len([c for c in smolvm_calls(fake_smolvm) if c[:2] == ["pack", "create"]])
     configure(project, registry.repo())
     r = bottle("pack", cwd=project, env=b.env())
