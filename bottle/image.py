@@ -247,7 +247,7 @@ def _image_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest) ->
     from bottle import remote as shared
 
     remote = inputs.remote
-    if remote is None:
+    if remote is None or not remote.lookup:
         return None
     try:
         record = shared.get_record(remote, store, ctx.hexdigest, shared.host_arch())
@@ -420,10 +420,14 @@ def ensure_smolmachine(inputs: BuildInputs, store: Store, ctx: ContextDigest,
         entry = store.get("smolmachine", short_id(found.image_id))
         if entry is not None:
             return Packed(smolmachine_file(entry), False, found.line, entry.key)
-    fetched = _smolmachine_from_remote(inputs, store, ctx)
+    fetched, has_record = _smolmachine_from_remote(inputs, store, ctx)
     if fetched is not None:
         return fetched
-    built = ensure_image(inputs, store, ctx)
+    # The image: from the remote only if it has a record for this context; pushed (if at
+    # all) with the .smolmachine below, in one record.
+    image_remote = inputs.remote and dataclasses.replace(inputs.remote, push=False,
+                                                         lookup=has_record)
+    built = ensure_image(dataclasses.replace(inputs, remote=image_remote), store, ctx)
     key = built.key
     entry, fresh = store.ensure(
         "smolmachine", key, lambda work: _pack_into(work, inputs, built, state_dir),
@@ -437,15 +441,16 @@ def ensure_smolmachine(inputs: BuildInputs, store: Store, ctx: ContextDigest,
 
 
 def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
-                             ctx: ContextDigest) -> Packed | None:
+                             ctx: ContextDigest) -> tuple[Packed | None, bool]:
     """The `.smolmachine` for this context and this smolvm, straight from the shared
-    cache (no image, no docker): None when the remote has none."""
+    cache (no image, no docker), and whether the remote has a record for the context."""
     from bottle import remote as shared
 
     remote = inputs.remote
-    if remote is None:
-        return None
+    if remote is None or not remote.lookup:
+        return None, False
     version = str(_smolvm.detect_dialect())
+    record = None
     with store.lock(f"context-{ctx.hexdigest}", what=f"the pull of {ctx.short}"):
         try:
             record = shared.get_record(remote, store, ctx.hexdigest, shared.host_arch())
@@ -463,11 +468,11 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
             entry, _ = store.ensure("smolmachine", key, fetch)
         except shared.RemoteMiss as miss:
             progress.say(f"pack: remote {remote.name}: {miss}; packing here")
-            return None
+            return None, record is not None
         _record_ref(store, ctx, BuildInputs(inputs.context, inputs.dockerfile, inputs.tag),
                     record.image_id)
     return Packed(smolmachine_file(entry), False,
-                  f"remote hit {key} (from {remote.name})", key)
+                  f"remote hit {key} (from {remote.name})", key), True
 
 
 def _push_smolmachine(inputs: BuildInputs, store: Store, built: Built, entry: Entry, *,

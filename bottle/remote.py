@@ -65,6 +65,7 @@ class Remote:
 
     name: str
     push: bool = False
+    lookup: bool = True  # False: known to have no entry for this context (push only)
 
     @classmethod
     def parse(cls, text: str, *, push: bool = False) -> Remote:

@@ -160,6 +160,8 @@ def test_a_signal_at_any_step_leaves_nothing(
     just before the agent starts."""
     if step != "build":  # a build needs a cold cache: the others share a warm one
         monkeypatch.setenv("BOTTLE_CACHE_DIR", str(shared_cache))
+    if step == "create":  # a docker context sends the create through the CLI, to stall
+        monkeypatch.setenv("DOCKER_CONTEXT", "default")
     monkeypatch.setenv("SLOW_STEP", step)
     monkeypatch.setenv("BOTTLE_SECRETS", "MY_SECRET")
     monkeypatch.setenv("MY_SECRET", "sk-do-not-leak-123")
