@@ -85,6 +85,10 @@ class StoreDB(SqliteDB):  # type: ignore[misc]
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
 
+    def remove(self, task_id: str) -> None:
+        with contextlib.suppress(sqlite3.Error):  # read-only or full: its state is not kept
+            super().remove(task_id)
+
     def _copy_to_disk(self) -> None:
         rows = [(tid, self.codec.encode(self._cache[tid])) for tid in self._dirty]
         self._conn.close()

@@ -213,9 +213,20 @@ def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built
     return Built(found.image_id, ctx, False, found.line)
 
 
-def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str) -> Built:
+def _iidfile(store: Store, ctx: ContextDigest) -> Path | None:
+    """Where `docker build` writes the image id; None in a read-only cache (the tag then
+    tells the id after the build)."""
     iid = store.area("tmp") / f"context-{ctx.hexdigest}.{os.getpid()}.iid"
-    iid.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        iid.parent.mkdir(parents=True, exist_ok=True)
+        iid.touch()
+    except OSError:
+        return None
+    return iid
+
+
+def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str) -> Built:
+    iid = _iidfile(store, ctx)
     try:
         image_id = docker_mod.build_image(
             inputs.context, inputs.tag, dockerfile=inputs.dockerfile,
@@ -224,7 +235,8 @@ def _build(inputs: BuildInputs, store: Store, ctx: ContextDigest, why: str) -> B
             network=inputs.network, progress=True,
         )
     finally:
-        iid.unlink(missing_ok=True)
+        if iid is not None:
+            iid.unlink(missing_ok=True)
     _record_ref(store, ctx, inputs, image_id)
     return Built(image_id, ctx, True, f"built {short_id(image_id)} ({why})")
 

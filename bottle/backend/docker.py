@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
-import shutil
+import tarfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,23 +162,29 @@ def _image_user(base_id: str, user: str, store: Store) -> tuple[int, int] | None
     if ref is not None:
         return (int(ref["uid"]), int(ref["gid"])) if ref.get("found") else None
     name = f"bot-bottle-peek-{os.getpid()}-{os.urandom(4).hex()}"
-    work = store.area("tmp") / f"peek.{os.getpid()}.{os.urandom(4).hex()}"
-    work.mkdir(parents=True)
     try:
         _proc.run(docker_mod.create_cmd(base_id, [], RunSpec(
             name=name, entrypoint="/nonexistent", network="none")))
-        r = _proc.run(docker_mod.TOOL.cmd("cp", "--", f"{name}:/etc/passwd", str(work)),
-                      check=False)
-        passwd = work / "passwd"
-        ids = _passwd_ids(passwd.read_text(errors="replace"), user) \
-            if r.returncode == 0 and passwd.is_file() and not passwd.is_symlink() else None
+        r = _proc.run(docker_mod.TOOL.cmd("cp", "--", f"{name}:/etc/passwd", "-"),
+                      check=False, binary=True)
     finally:
         docker_mod.remove_container(name)
-        shutil.rmtree(work, ignore_errors=True)
+    ids = _passwd_ids(_file_in_tar(r.data), user) if r.returncode == 0 else None
     with contextlib.suppress(StorageError):
         store.put_ref("image-user", key, {"found": ids is not None, "uid": ids[0] if ids else 0,
                                           "gid": ids[1] if ids else 0})
     return ids
+
+
+def _file_in_tar(data: bytes) -> str:
+    """The one regular file in a tar stream (`docker cp CONTAINER:FILE -`), as text."""
+    with contextlib.suppress(tarfile.TarError), \
+            tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar:
+            f = tar.extractfile(member) if member.isfile() else None
+            if f is not None:
+                return f.read().decode(errors="replace")
+    return ""
 
 
 def _passwd_ids(passwd: str, user: str) -> tuple[int, int] | None:
@@ -207,28 +214,36 @@ def _user_image(base_id: str, user: str, uid: int, gid: int, store: Store) -> st
         ref = store.get_ref("user-image", key)
         if ref and docker_mod.engine_has_image(str(ref["image_id"])):
             return str(ref["image_id"])
-        work = store.area("tmp") / f"user-image-{key}.{os.getpid()}.{os.urandom(4).hex()}"
-        work.mkdir(parents=True)
+        dockerfile = (
+            f"FROM {base_id}\nUSER 0:0\nCOPY remap.sh /tmp/bot-bottle-remap.sh\n"
+            f'RUN ["/bin/sh", "-c", "sh /tmp/bot-bottle-remap.sh {user} {uid} {gid} '
+            f'&& rm /tmp/bot-bottle-remap.sh"]\nUSER {uid}:{gid}\n')
         try:
-            (work / "remap.sh").write_text(_REMAP)
-            (work / "Dockerfile").write_text(
-                f"FROM {base_id}\nUSER 0:0\nCOPY remap.sh /tmp/bot-bottle-remap.sh\n"
-                f'RUN ["/bin/sh", "-c", "sh /tmp/bot-bottle-remap.sh {user} {uid} {gid} '
-                f'&& rm /tmp/bot-bottle-remap.sh"]\nUSER {uid}:{gid}\n')
-            try:
-                image_id = docker_mod.build_image(
-                    work, f"{REPO_USER}:{key[:12]}", iidfile=work / "iid",
-                    labels={LABEL_USER_OF: base_id, **image.cache_label(store)},
-                )
-            except docker_mod.DockerError as err:
-                ours = [ln.strip() for ln in (err.stdout + err.stderr).splitlines()
-                        if ln.strip().startswith("bot-bottle: ")]
-                why = ours[-1].removeprefix("bot-bottle: ") if ours else err.reason
-                raise BottleError(f"cannot run the agent as {user}: {why}") from None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        store.put_ref("user-image", key, {"image_id": image_id, "base": base_id})
+            image_id = docker_mod.build_image(
+                "-", f"{REPO_USER}:{key[:12]}", iidfile=None,
+                labels={LABEL_USER_OF: base_id, **image.cache_label(store)},
+                context_tar=_tar({"Dockerfile": dockerfile, "remap.sh": _REMAP}),
+            )
+        except docker_mod.DockerError as err:
+            ours = [ln.strip() for ln in (err.stdout + err.stderr).splitlines()
+                    if ln.strip().startswith("bot-bottle: ")]
+            why = ours[-1].removeprefix("bot-bottle: ") if ours else err.reason
+            raise BottleError(f"cannot run the agent as {user}: {why}") from None
+        with contextlib.suppress(StorageError):  # a read-only cache: asked again next time
+            store.put_ref("user-image", key, {"image_id": image_id, "base": base_id})
         return image_id
+
+
+def _tar(files: dict[str, str]) -> bytes:
+    """A build context as a tar, in memory."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 REPO_USER = "bot-bottle/user"

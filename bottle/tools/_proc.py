@@ -166,6 +166,7 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+    data: bytes = b""  # stdout as bytes, when the caller asked for them
 
 
 def run(
@@ -178,11 +179,13 @@ def run(
     secrets: Iterable[str] = (),
     progress: bool = False,
     cwd: str | Path | None = None,
+    binary: bool = False,
 ) -> Result:
     """Run `cmd`, capture its output, raise the tool's error on a non-zero exit.
 
     `env` is laid over the current environment. With `progress=True` and a terminal
-    on stderr, the program's output is streamed there as it comes."""
+    on stderr, the program's output is streamed there as it comes. With `binary=True`
+    stdout is kept as bytes (`Result.data`)."""
     path = cmd.tool.require()
     secrets = tuple(secrets)
     stream = progress and sys.stderr.isatty()
@@ -205,7 +208,9 @@ def run(
     except BaseException:
         stop(proc)
         raise
-    result = Result(cmd.argv, int(proc.returncode), _text(out), _text(err))
+    raw = out if binary and isinstance(out, bytes) else b""
+    result = Result(cmd.argv, int(proc.returncode), "" if binary else _text(out), _text(err),
+                    raw)
     if check and result.returncode != 0:
         raise cmd.tool.error(cmd.argv, result.returncode, result.stdout, result.stderr,
                              secrets=secrets)

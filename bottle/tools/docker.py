@@ -99,7 +99,7 @@ class RunSpec:
 
 
 def build_cmd(
-    context: Path,
+    context: Path | str,
     *,
     tag: str | None = None,
     dockerfile: Path | None = None,
@@ -260,22 +260,32 @@ def network_ls_cmd(*, labels: Mapping[str, str | None]) -> Command:
 
 
 def build_image(
-    context: Path,
+    context: Path | str,
     tag: str,
     *,
     dockerfile: Path | None = None,
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
-    iidfile: Path,
+    iidfile: Path | None,
     labels: Mapping[str, str] | None = None,
     network: str | None = None,
     progress: bool = False,
+    context_tar: bytes | None = None,
 ) -> str:
-    """Build and return the image id (`sha256:...`) docker wrote to `iidfile`."""
-    cmd = build_cmd(context, tag=tag, dockerfile=dockerfile, build_args=build_args,
-                    target=target, iidfile=iidfile, labels=labels, network=network)
-    _proc.run(cmd, progress=progress, secrets=(build_args or {}).values())
-    return iidfile.read_text().strip()
+    """Build and return the image id (`sha256:...`): what docker wrote to `iidfile`, or
+    without one (nowhere to write it) the id the tag names after the build. With
+    `context_tar`, the context is that tar, given on stdin (nothing on disk)."""
+    cmd = build_cmd("-" if context_tar is not None else context, tag=tag,
+                    dockerfile=dockerfile, build_args=build_args, target=target,
+                    iidfile=iidfile, labels=labels, network=network)
+    _proc.run(cmd, progress=progress and context_tar is None, input=context_tar,
+              secrets=(build_args or {}).values())
+    if iidfile is not None:
+        return iidfile.read_text().strip()
+    info = engine_image(tag)
+    if info is None:
+        raise DockerError(cmd.argv, 1, reason=f"the build left no image tagged {tag}")
+    return str(info["Id"])
 
 
 def inspect_image(ref: str) -> dict[str, Any] | None:
@@ -443,9 +453,9 @@ def labelled(kind: str, labels: Mapping[str, str | None], *,
     ("networks") with these labels; over the API, else by the CLI."""
     what = ["docker", "ps" if kind == "containers" else "network ls"]
     try:
-        extra = "all=1&" if kind == "containers" else ""
-        rows = _engine_get(f"/{kind}/json?{extra}filters={_label_query(labels)}", what,
-                           timeout) or []
+        # GET /networks lists networks (/networks/json would inspect one named "json").
+        path = "/containers/json?all=1&" if kind == "containers" else "/networks?"
+        rows = _engine_get(f"{path}filters={_label_query(labels)}", what, timeout) or []
     except LookupError:
         listed = ps(labels=labels) if kind == "containers" else networks(labels=labels)
         return [(str(r.get("Names") or r.get("Name")), labels_of(r)) for r in listed]

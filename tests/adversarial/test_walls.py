@@ -351,6 +351,17 @@ def test_a_read_only_cache_still_launches_and_the_exit_code_wins(workspace: Path
         r = bottle("launch", "--headless", "--", "--exit-code", "5", cwd=workspace)
         assert r.returncode == 5, r.stderr
         assert "Traceback" not in r.stderr and "build: cache hit" in r.stderr
+        # A cold build too (another build arg: another digest), and a new user mapping.
+        other = tmp_path / "other-owner"
+        other.mkdir()
+        os.chown(other, 4321, 4321)
+        r = bottle("launch", "--headless", "--workspace", str(other), "--", "--exit-code",
+                   "6", cwd=workspace, env={"BOTTLE_BUILD_ARGS": "UNUSED=1"})
+        assert r.returncode == 6, r.stderr
+        assert "Traceback" not in r.stderr and "build: built" in r.stderr
+        assert "read-only" in r.stderr  # said once, as a warning
+        r = bottle("build", cwd=workspace, env={"BOTTLE_BUILD_ARGS": "UNUSED=2"})
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     finally:
         subprocess.run(["umount", "-l", str(cache)], capture_output=True)
     assert bottles() == []
@@ -370,3 +381,26 @@ def test_docker_calls_are_quiet_on_a_warm_run(workspace: Path, recording_docker:
     r = bottle("build", cwd=workspace)
     assert r.returncode == 0 and "cache hit" in r.stderr
     assert docker_calls(recording_docker) == []
+
+
+def test_a_killed_launchs_network_is_swept(workspace: Path, tmp_path: Path) -> None:
+    """Networks of a launch that was SIGKILLed go with the next sweep (and only those)."""
+    from bottle.backend import owner_token
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    mine = owner_token()
+    tokens = {"bot-bottle-dead-net": mine.replace(f"/{os.getpid()}/", f"/{dead}/"),
+              "bot-bottle-live-net": mine}
+    try:
+        for name, owner in tokens.items():
+            subprocess.run(["docker", "network", "create", "--label", "bot-bottle=1",
+                            "--label", f"bot-bottle.owner={owner}", name], check=True,
+                           capture_output=True)
+        r = bottle("sweep", cwd=workspace)
+        assert r.returncode == 0 and "removed network bot-bottle-dead-net" in r.stderr, r.stderr
+        left = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"],
+                              capture_output=True, text=True).stdout.split()
+        assert "bot-bottle-dead-net" not in left and "bot-bottle-live-net" in left
+    finally:
+        subprocess.run(["docker", "network", "rm", *tokens], capture_output=True)
