@@ -56,7 +56,7 @@ def _log(err: ToolError) -> str:
         logs = store().area("logs")
         logs.mkdir(parents=True, exist_ok=True)
         path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{err.argv[0]}.log"
-        path.write_text(err.detail())
+        path.write_text(err.detail(), errors="replace")
         return str(path)
     except (OSError, UserError):
         return ""
@@ -209,7 +209,8 @@ def egress(json_out: bool, write: str) -> None:
     """What the last launch here reached (and was refused), from its proxy's record."""
     from bottle import egress as eg
 
-    here = str((base_config().workspace or config_mod.cwd()).resolve())
+    cfg = base_config()
+    here = str((cfg.workspace or cfg.project_root or config_mod.cwd()).resolve())
     records = []
     area = store().area("egress")
     for p in area.glob("*.json") if area.is_dir() else []:

@@ -251,7 +251,8 @@ KEYS: tuple[Key, ...] = (
     Key("context", _path, "build context of the agent image (default: the agent "
         "profile's own)", path=True),
     Key("dockerfile", _path, "Dockerfile (default: Dockerfile in the context)", path=True),
-    Key("image", _text, "tag of the built image (default: bot-bottle/<project>:<hash>)"),
+    Key("image", _text, "tag of the built image (default: bot-bottle/<project>-<agent>:<hash>;"
+        " the bundled example's: bot-bottle/example:<hash>)"),
     Key("build_args", _table, "build arguments, KEY = value"),
     Key("target", _text, "build stage to build"),
     Key("ca_certs", _path, "CA bundle that builds trust (for TLS-intercepting proxies)",
@@ -270,8 +271,8 @@ KEYS: tuple[Key, ...] = (
     Key("tty", _bool, "--tty: interactive session; --headless: no terminal (default: a "
         "terminal when stdin and stdout are one)", tasks=("launch",), option_type=bool,
         inverse="headless"),
-    Key("workspace", _path, "host directory at /workspace (default: the working "
-        "directory)", path=True, tasks=("launch",)),
+    Key("workspace", _path, "host directory at /workspace (default: the directory of the "
+        "bottle.toml in use, else the working directory)", path=True, tasks=("launch",)),
     Key("user", _user, "the agent's user in the image (mapped to the workspace owner)"),
     Key("network", _network, "none, host, egress (allow-list proxy) or a docker network "
         "(default: the profile's)", tasks=("launch",)),
@@ -364,7 +365,8 @@ def find_config(start: Path) -> tuple[Path, dict[str, Any], str] | None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
+        # A byte-order mark (some editors write one) is not TOML; it means nothing here.
+        return tomllib.loads(path.read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:

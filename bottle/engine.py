@@ -6,6 +6,7 @@ and the commands `bottle` offers (run, list, info, help).
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from cache.checker import XXHChecker
 def dep_file(root: Path, project: Path) -> str:
     """One sqlite3 dep DB per working directory, kept in the cache root (sqlite locks
     make concurrent runs safe, and checkouts stay clean). Computing it writes nothing."""
-    key = xxhash.xxh64_hexdigest(str(project).encode())
+    key = xxhash.xxh64_hexdigest(os.fsencode(project))
     return str(root / "doit" / f"{key}.sqlite3")
 
 

@@ -99,10 +99,10 @@ def default_tag(cfg: Config, store: Store) -> str:
     if cfg.image:
         return cfg.image
     if cfg.context is None and cfg.agent == "example":
-        key = xxhash.xxh64_hexdigest(str(store.root.resolve()).encode())[:8]
+        key = xxhash.xxh64_hexdigest(os.fsencode(store.root.resolve()))[:8]
         return f"bot-bottle/example:{key}"
     project = cfg.project_root or cfg.context or store.root
-    key = xxhash.xxh64_hexdigest(f"{project.resolve()}\0{cfg.agent}".encode())[:8]
+    key = xxhash.xxh64_hexdigest(os.fsencode(project.resolve()) + b"\0" + cfg.agent.encode())[:8]
     return f"bot-bottle/{_slug(project.resolve().name)}-{cfg.agent}:{key}"
 
 
@@ -116,7 +116,8 @@ def build_inputs(cfg: Config, store: Store) -> BuildInputs:
         context, args, network = cfg.context, dict(cfg.build_args), cfg.build_network
     else:
         context = agents.build_context(profile, store, ca_certs=cfg.ca_certs)
-        args = {**profile.build_args, **_base_args(cfg, store), **cfg.build_args}
+        base = _base_args(cfg, store) if profile.takes_base else {}
+        args = {**profile.build_args, **base, **cfg.build_args}
         network = cfg.build_network or profile.build_network
     dockerfile = cfg.dockerfile or context / "Dockerfile"
     if not context.is_dir():
@@ -147,7 +148,7 @@ def _base_args(cfg: Config, store: Store) -> dict[str, str]:
 def proxy_inputs(cfg: Config, store: Store) -> BuildInputs:
     """The egress proxy's image: squid, on the same base as the agent."""
     context = agents.context_with_ca(agents.proxy_source(), cfg.ca_certs, store)
-    key = xxhash.xxh64_hexdigest(str(store.root.resolve()).encode())[:8]
+    key = xxhash.xxh64_hexdigest(os.fsencode(store.root.resolve()))[:8]
     return BuildInputs(context, context / "Dockerfile", f"bot-bottle/proxy:{key}",
                        _base_args(cfg, store),
                        network=cfg.build_network or agents.CLAUDE.build_network)
@@ -156,8 +157,9 @@ def proxy_inputs(cfg: Config, store: Store) -> BuildInputs:
 def digest_context(inputs: BuildInputs, store: Store, *, dry: bool = False) -> ContextDigest:
     """The context digest and what changed since the last run that used it. `dry` (for
     `info`) leaves the index as it was, so the next run still tells what changed."""
-    ident = f"{inputs.context.resolve()}\0{inputs.dockerfile.resolve()}"
-    index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident.encode())}.json"
+    ident = os.fsencode(inputs.context.resolve()) + b"\0" + os.fsencode(
+        inputs.dockerfile.resolve())
+    index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident)}.json"
     return context_digest(inputs.context, inputs.dockerfile, build_args=inputs.build_args,
                           target=inputs.target, index_path=index, write_index=not dry)
 
@@ -328,7 +330,7 @@ def pull_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest,
 
 
 def cache_label(store: Store) -> dict[str, str]:
-    return {LABEL_CACHE: xxhash.xxh64_hexdigest(str(store.root.resolve()).encode())}
+    return {LABEL_CACHE: xxhash.xxh64_hexdigest(os.fsencode(store.root.resolve()))}
 
 
 def remove_unreferenced(store: Store) -> list[str]:

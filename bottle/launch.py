@@ -46,7 +46,7 @@ def choose(name: str, store: Store) -> Backend:
 def spec_of(cfg: Config, store: Store, *, tty: bool = False) -> BottleSpec:
     """The bottle a config asks for, checked before anything starts."""
     profile = agents.profile(cfg.agent)
-    workspace = cfg.workspace or cwd()
+    workspace = cfg.workspace or cfg.project_root or cwd()
     if not workspace.is_dir():
         raise BottleError(f"workspace {workspace} is not a directory")
     names = profile.secrets if cfg.secrets is None else tuple(cfg.secrets)
@@ -78,7 +78,7 @@ def state_dir(cfg: Config, store: Store) -> Path:
     """Where the agent's state lives for this project (its config file's directory, else
     the workspace), under the cache's state area."""
     project = cfg.project_root or cfg.workspace or cwd()
-    key = xxhash.xxh64_hexdigest(str(project.resolve()).encode())
+    key = xxhash.xxh64_hexdigest(os.fsencode(project.resolve()))
     return store.area("state") / f"{cfg.agent}-{key}"
 
 

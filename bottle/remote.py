@@ -221,8 +221,9 @@ def _miss(err: Exception) -> RemoteMiss:
 def get_record(remote: Remote, store: Store, context: str, arch: str) -> Record:
     with _layout(store) as lay:
         try:
+            # One try: a miss or an outage should cost the launch as little as possible.
             skopeo.copy(skopeo.registry(remote.tag(record_tag(context, arch))),
-                        skopeo.layout(lay, "record"), timeout=120)
+                        skopeo.layout(lay, "record"), timeout=60, retries=0)
         except (skopeo.SkopeoError, OSError) as err:
             raise _miss(err) from None
         _manifest, layers = _read_artifact(lay)

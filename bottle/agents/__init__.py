@@ -42,6 +42,7 @@ class Profile:
     build_args: Mapping[str, str] = field(default_factory=dict)
     takes_ca: bool = False  # the context must hold CA_FILE (empty when none is configured)
     build_network: str | None = None  # docker build --network (npm must be reachable)
+    takes_base: bool = False  # its Dockerfile builds FROM $BASE (base = "local" sets it)
     # Where each default egress host comes from, and hosts a user may want to add.
     egress_sources: Mapping[str, str] = field(default_factory=dict)
     optional_egress: Mapping[str, str] = field(default_factory=dict)
@@ -79,6 +80,7 @@ CLAUDE = Profile(
     build_args={"CLAUDE_CODE_VERSION": "2.1.330"},
     takes_ca=True,
     build_network="host",
+    takes_base=True,
     egress_sources={
         "api.anthropic.com": f"Claude API requests: {_NETWORK_CONFIG}; {_DEVCONTAINER}",
         "claude.ai": f"claude.ai account login: {_NETWORK_CONFIG}",

@@ -86,11 +86,15 @@ class ToolError(BottleError):
         )
 
 
-# Lines that tell the user where to read more, not what went wrong.
+# Lines that tell the user where to read more (or that a tool is deprecated), not what
+# went wrong.
 _HINTS = re.compile(
     r"^(run '.*--help' for more information|see '.*--help'\.?|usage:.*|"
-    r"for more details see .*|\s*\^+\s*)$", re.IGNORECASE,
+    r"for more details see .*|\s*\^+\s*|deprecated: the legacy builder.*|"
+    r"install the buildx component.*|https://docs\.docker\.com/go/buildx/?)$", re.IGNORECASE,
 )
+# A Go program's structured log line (skopeo's): its message is what matters.
+_LOGRUS = re.compile(r'^time="[^"]*" level=\w+ msg="((?:[^"\\]|\\.)*)"')
 _ERRORISH = re.compile(r"error|fatal|failed|denied|not found|no such|invalid|unable|"
                        r"could not|cannot", re.IGNORECASE)
 _MAX_CAUSE = 400
@@ -103,8 +107,10 @@ def cause(*texts: str) -> str:
     joined into one line (a YAML error's "in file, line N" stays with it); of a long
     log, the last error line and the few lines after it."""
     for text in texts:
-        lines = [ln.strip() for ln in text.strip().splitlines()]
-        lines = [ln for ln in lines if ln and not _HINTS.match(ln)]
+        lines = [_LOGRUS.sub(lambda m: m.group(1).replace('\\"', '"'), ln.strip())
+                 for ln in text.strip().splitlines()]
+        lines = [ln for ln in lines if ln and not _HINTS.match(ln)
+                 and not ln.startswith("Failed, retrying in")]
         if not lines:
             continue
         hits = [i for i, ln in enumerate(lines) if _ERRORISH.search(ln)]

@@ -63,6 +63,11 @@ class Mount:
         source = str(self.source)
         if "\r" in source or "\0" in source:
             raise BottleError(f"cannot mount {source!r}: the path holds a carriage return")
+        try:
+            os.fsencode(source).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BottleError(f"cannot mount {source!r}: the path is not UTF-8, and docker's "
+                              "API can only name UTF-8 paths") from None
         fields = ["type=bind", f"source={source}", f"target={self.target}"]
         return ",".join(_csv_field(f) for f in fields) + (",readonly" if self.readonly else "")
 
@@ -426,8 +431,10 @@ def _engine_request(method: str, path: str, what: Sequence[str],
         response = conn.getresponse()
         return response.status, response.read()
     except OSError as err:
-        raise DockerError(list(what), 1,
-                          reason=f"cannot reach the Docker engine: {err}") from None
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise DockerError(list(what), 1, reason=f"cannot reach the Docker engine at {where} "
+                          f"({err.strerror or err}): is dockerd running? (DOCKER_HOST names "
+                          "another)") from None
     finally:
         conn.close()
 
@@ -509,7 +516,7 @@ def create_body(image: str, command: Sequence[str], spec: RunSpec,
     host: dict[str, Any] = {
         "AutoRemove": s.remove, "Init": s.init or None, "NetworkMode": s.network or "default",
         "Mounts": [{"Type": "bind", "Source": str(m.source), "Target": m.target,
-                    "ReadOnly": m.readonly} for m in s.mounts],
+                    "ReadOnly": m.readonly} for m in s.mounts if m.spec()],
         "Binds": list(s.volumes) or None, "CapDrop": list(s.cap_drop) or None,
         "SecurityOpt": list(s.security_opt) or None, "PidsLimit": s.pids_limit,
         "NanoCpus": int(float(s.cpus) * 1e9) if s.cpus else 0,

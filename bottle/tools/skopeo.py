@@ -75,15 +75,17 @@ def _side(prefix: str, location: str) -> list[str]:
     return []
 
 
-def copy_cmd(src: str, dest: str, *, digestfile: Path | None = None) -> Command:
+def copy_cmd(src: str, dest: str, *, digestfile: Path | None = None,
+             retries: int = 2) -> Command:
     """`skopeo copy SRC DEST`, digests preserved (what was verified is what lands).
     Credentials come from where OCI clients keep them ($REGISTRY_AUTH_FILE, the
     containers auth file, ~/.docker/config.json and its helpers): never on argv."""
-    return TOOL.cmd("copy", "--quiet", "--preserve-digests", "--retry-times=2",
+    return TOOL.cmd("copy", "--quiet", "--preserve-digests", f"--retry-times={retries}",
                     *_side("src", src), *_side("dest", dest),
                     *([f"--digestfile={digestfile}"] if digestfile else []), "--", src, dest)
 
 
 def copy(src: str, dest: str, *, digestfile: Path | None = None, progress: bool = False,
-         timeout: float | None = None) -> None:
-    _proc.run(copy_cmd(src, dest, digestfile=digestfile), progress=progress, timeout=timeout)
+         timeout: float | None = None, retries: int = 2) -> None:
+    _proc.run(copy_cmd(src, dest, digestfile=digestfile, retries=retries), progress=progress,
+              timeout=timeout)

@@ -404,3 +404,17 @@ def test_a_killed_launchs_network_is_swept(workspace: Path, tmp_path: Path) -> N
         assert "bot-bottle-dead-net" not in left and "bot-bottle-live-net" in left
     finally:
         subprocess.run(["docker", "network", "rm", *tokens], capture_output=True)
+
+
+def test_a_working_directory_that_is_not_utf8(tmp_path: Path, engine: str) -> None:
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/odd-\xff\xfe"))
+    odd.mkdir()
+    r = subprocess.run([sys.executable, "-m", "bottle", "list"], cwd=odd, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "bottle", "launch", "--headless"], cwd=odd,
+                       capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == 1 and b"Traceback" not in r.stderr
+    assert b"the path is not UTF-8" in r.stderr
+    assert bottles() == []

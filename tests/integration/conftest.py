@@ -2,7 +2,7 @@
 the timings the engine tests measured (printed at the end of the run).
 
 `ensure_base` runs mmdebstrap against the Debian mirror (minutes, cold). With
-$BOTTLE_TEST_CACHE_DIR set, its tarball and image are kept there across runs (CI can
+$BB_TEST_CACHE_DIR set, its tarball and image are kept there across runs (CI can
 cache that directory); without it they go to a session temp dir and are removed, image
 included, when the session ends.
 """
@@ -39,7 +39,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def base_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, bool]:
     """(store, kept): the store the base lives in, and whether it outlives the session."""
-    kept = os.environ.get("BOTTLE_TEST_CACHE_DIR")
+    kept = os.environ.get("BB_TEST_CACHE_DIR")
     root = Path(kept) if kept else tmp_path_factory.mktemp("base-cache")
     return Store(root), bool(kept)
 

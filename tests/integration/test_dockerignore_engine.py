@@ -8,7 +8,7 @@ equal the classic builder's selection (files, links and FIFOs exactly, with mode
 link targets; directories as a subset, since Docker creates parents), the digest's walk
 must cover it, and Docker must reject exactly the cases we reject.
 
-`BOTTLE_DIFF_CASES=N` (default 50) and `BOTTLE_DIFF_SEED=S` (default 9) size the batch.
+`BB_DIFF_CASES=N` (default 50) and `BB_DIFF_SEED=S` (default 9) size the batch.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from cache.errors import UserError
 from tests.conftest import static_busybox
 
 # Read at import: the autouse fixture clears BOTTLE_* variables before a test runs.
-DIFF_CASES = int(os.environ.get("BOTTLE_DIFF_CASES", "50"))
-DIFF_SEED = int(os.environ.get("BOTTLE_DIFF_SEED", "9"))
+DIFF_CASES = int(os.environ.get("BB_DIFF_CASES", "50"))
+DIFF_SEED = int(os.environ.get("BB_DIFF_SEED", "9"))
 
 # --- the generator ------------------------------------------------------------------------
 

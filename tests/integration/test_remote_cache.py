@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import crypt
 import json
 import os
 import shutil
@@ -75,8 +74,10 @@ def _serve_registry(tmp: Path, *, auth: tuple[str, str] | None) -> Iterator[Regi
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
             f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
     if auth:
-        (root / "htpasswd").write_text(
-            f"{auth[0]}:{crypt.crypt(auth[1], crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+        import bcrypt
+
+        hashed = bcrypt.hashpw(auth[1].encode(), bcrypt.gensalt()).decode()
+        (root / "htpasswd").write_text(f"{auth[0]}:{hashed}\n")
         conf += f"auth:\n  htpasswd:\n    realm: test\n    path: {root / 'htpasswd'}\n"
     (root / "config.yml").write_text(conf)
     exe = shutil.which("docker-registry") or shutil.which("registry")

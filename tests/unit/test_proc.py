@@ -143,6 +143,15 @@ def test_children_run_in_their_own_session(bin_dir: Path) -> None:
      '  in "./compose.yml", line 4, column 3\ncould not find expected \':\'\n',
      'yaml.scanner.ScannerError: while scanning a simple key in "./compose.yml", line 4, '
      "column 3 could not find expected ':'"),
+    ("DEPRECATED: The legacy builder is deprecated and will be removed in a future release.\n"
+     "            Install the buildx component to build images with BuildKit:\n"
+     "            https://docs.docker.com/go/buildx/\n\n"
+     "The command '/bin/sh -c false' returned a non-zero code: 1\n",
+     "The command '/bin/sh -c false' returned a non-zero code: 1"),
+    ('time="2026-11-22T04:00:00Z" level=fatal msg="initializing source docker://x: pinging '
+     'container registry 127.0.0.1:9: Get \\"http://127.0.0.1:9/v2/\\": connection refused"\n',
+     'initializing source docker://x: pinging container registry 127.0.0.1:9: Get '
+     '"http://127.0.0.1:9/v2/": connection refused'),
     ("", ""),
 ])
 def test_the_one_line_carries_the_cause_not_the_usage_hint(stderr: str, expected: str) -> None:
