@@ -319,7 +319,12 @@ def cache_list(json_out: bool) -> None:
 def cache_gc(max_size: str, max_age: str) -> None:
     budget = parse_size(max_size) if max_size else None
     age = parse_age(max_age) if max_age else None
-    removed = store().gc(max_bytes=budget, max_age_seconds=age)
+    from pathlib import Path
+
+    from bottle.engine import dep_file
+
+    own = Path(dep_file(store().root, config_mod.cwd()))  # this run's doit state stays
+    removed = store().gc(max_bytes=budget, max_age_seconds=age, keep=[own])
     for r in removed:
         if r.area == "objects":
             say(f"cache_gc: removed {r.name} ({human(r.size)})")

@@ -7,17 +7,11 @@ cache root and renamed into place, so a build never sees half of it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
-import xxhash
-
 from bottle.errors import BottleError
-from cache.errors import storage_error
 from cache.store import Store
 
 _PT_INTERP = 3
@@ -62,36 +56,12 @@ def example_source() -> Path:
 
 
 def example_context(store: Store, source: Path | None = None) -> Path:
-    """`source` (Dockerfile, claude, .dockerignore) plus busybox, as a context dir."""
+    """`source` (Dockerfile, claude, .dockerignore) plus busybox, as a context dir (made
+    once per content in the cache, checked on every use)."""
     source = source or example_source()
-    busybox = find_static_busybox()
-    files = sorted(p for p in source.iterdir() if p.is_file() and p.name != "__init__.py")
-    h = xxhash.xxh64()
-    for p in [*files, busybox]:
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    target = store.area("contexts") / f"example-{h.hexdigest()}"
-    if target.is_dir():
-        with contextlib.suppress(OSError):
-            os.utime(target)  # in use: gc keeps it
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Assembled in the store's tmp area (swept if we are killed), then renamed in.
-    store.area("tmp").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"contexts.{os.getpid()}.",
-                                 dir=store.area("tmp")))
-    try:
-        for p in files:
-            shutil.copy2(p, work / p.name)
-        shutil.copy2(busybox, work / "busybox")
-        for exe in ("claude", "busybox"):  # a wheel install may not keep the exec bit
-            os.chmod(work / exe, 0o755)
-        os.rename(work, target)
-    except FileExistsError:
-        shutil.rmtree(work, ignore_errors=True)  # another process made the same one
-    except OSError as err:
-        shutil.rmtree(work, ignore_errors=True)
-        if not target.is_dir():
-            mapped = storage_error(err, target.parent)
-            raise mapped or BottleError(
-                f"cannot prepare the example agent context: {err}") from None
-    return target
+    files = {p.name: (p.read_bytes(), 0o644) for p in sorted(source.iterdir())
+             if p.is_file() and p.name != "__init__.py"}
+    files["busybox"] = (find_static_busybox().read_bytes(), 0o755)
+    if "claude" in files:  # a wheel install may not keep the exec bit
+        files["claude"] = (files["claude"][0], 0o755)
+    return store.assembled("example", files)

@@ -34,7 +34,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,6 +344,12 @@ class Store:
                 if problem:
                     bad.append((f"{e.kind}/{e.key}", problem))
                     self._evict(e.path)
+        contexts = self.area("contexts")
+        for d in sorted(contexts.iterdir()) if contexts.is_dir() else []:
+            checked += 1
+            if d.is_dir() and _dir_digest(d) != d.name.rsplit("-", 1)[-1]:
+                bad.append((f"context {d.name}", "its files do not match its name"))
+                self._evict(d)
         refs = self.area("refs")
         for p in sorted(refs.glob("*/*.json")) if refs.is_dir() else []:
             checked += 1
@@ -354,57 +360,57 @@ class Store:
 
     def gc(
         self, *, max_bytes: int | None = None, max_age_seconds: float | None = None,
-        now: float | None = None,
+        now: float | None = None, keep: Iterable[Path] = (),
     ) -> list[Removed]:
-        """Drop entries and records unused for longer than the age budget, then the least
-        recently used entries until the rest fit the size budget; sweep abandoned temp
-        work in every area."""
+        """Drop what was unused for longer than the age budget (entries, records,
+        assembled contexts, doit databases), then the least recently used of them until
+        the cache fits the size budget; sweep abandoned temp work in every area. Agents'
+        state (logins) is never dropped; nor is anything in `keep` (e.g. the running
+        command's own doit database)."""
         now = time.time() if now is None else now
+        kept = {p.resolve() for p in keep}
         removed = self._sweep_tmp()
-        live: list[Entry] = []
+        items: list[tuple[float, str, Path, int, Entry | None]] = []
         for e, problem in self.entries():
             if problem:
                 self.remove(e)
                 removed.append(Removed("objects", f"{e.kind}/{e.key}", e.size))
             else:
-                live.append(e)
-        live.sort(key=lambda e: e.last_used)
-        if max_age_seconds is not None:
-            for e in [e for e in live if now - e.last_used > max_age_seconds]:
-                self.remove(e)
-                removed.append(Removed("objects", f"{e.kind}/{e.key}", e.size))
-                live.remove(e)
-            removed += self._gc_records(now - max_age_seconds)
-        if max_bytes is not None:
-            total = sum(e.size for e in live)
-            for e in list(live):
-                if total <= max_bytes:
-                    break
-                self.remove(e)
-                removed.append(Removed("objects", f"{e.kind}/{e.key}", e.size))
-                total -= e.size
+                items.append((e.last_used, "objects", e.path, _du(e.path), e))
+        items += [(mtime, area, p, size, None) for mtime, area, p, size in self._records()
+                  if p.resolve() not in kept]
+        items.sort(key=lambda item: item[0])
+        total = sum(self.usage().get(a, 0) for a in AREAS if a not in ("state", "locks"))
+        for used, area, path, size, entry in items:
+            old = max_age_seconds is not None and now - used > max_age_seconds
+            over = max_bytes is not None and total > max_bytes
+            if not (old or over):
+                continue
+            if entry is not None:
+                self.remove(entry)
+                removed.append(Removed(area, f"{entry.kind}/{entry.key}", size))
+            else:
+                with contextlib.suppress(OSError):
+                    _remove(path)
+                    removed.append(Removed(area, str(path.relative_to(self.area(area))), size))
+            total -= size
         return removed
 
-    def _gc_records(self, cutoff: float) -> list[Removed]:
-        """Records, doit databases and assembled build contexts not used since `cutoff`;
-        all can be recomputed."""
-        removed = []
+    def _records(self) -> Iterator[tuple[float, str, Path, int]]:
+        """(last used, area, path, size) of everything that can be recomputed: records,
+        doit databases and assembled build contexts."""
         contexts = self.area("contexts")
         for d in sorted(contexts.iterdir()) if contexts.is_dir() else []:
             with contextlib.suppress(OSError):
-                if d.is_dir() and d.stat().st_mtime < cutoff:
-                    size = _du(d)
-                    shutil.rmtree(d)
-                    removed.append(Removed("contexts", d.name, size))
+                if d.is_dir():
+                    yield d.stat().st_mtime, "contexts", d, _du(d)
         for area in (*_RECORD_AREAS, "doit"):
             base = self.area(area)
             for p in sorted(base.rglob("*")) if base.is_dir() else []:
                 with contextlib.suppress(OSError):
                     st = p.lstat()
-                    if p.is_file() and st.st_mtime < cutoff:
-                        p.unlink()
-                        removed.append(Removed(area, str(p.relative_to(base)), st.st_size))
-        return removed
+                    if p.is_file():
+                        yield st.st_mtime, area, p, st.st_size
 
     def _sweep_tmp(self, held: str | None = None) -> list[Removed]:
         """Remove work left by processes that died (SIGKILL, power loss): a temp dir of
@@ -433,9 +439,55 @@ class Store:
                         p.unlink(missing_ok=True)
         return removed
 
+    # --- assembled directories (build contexts made from files we ship) ---
+    def assembled(self, prefix: str, files: Mapping[str, tuple[bytes, int]]) -> Path:
+        """A directory under contexts/ holding exactly `files` (name -> (content, mode)),
+        named by their hash. Reused while what is in it still hashes to its name (a
+        damaged one is replaced); made in tmp/ and renamed in, so never seen half-made."""
+        digest = _files_digest((n, data, mode) for n, (data, mode) in sorted(files.items()))
+        target = self.area("contexts") / f"{_checked(prefix, 'prefix')}-{digest}"
+        if target.is_dir():
+            if _dir_digest(target) == digest:
+                with contextlib.suppress(OSError):
+                    os.utime(target)  # in use: gc keeps it
+                return target
+            self._on_problem(f"cache: {target.name} is damaged; making it again")
+            with contextlib.suppress(OSError):
+                self._evict(target)
+        work = self.area("tmp") / f"contexts.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            work.mkdir(parents=True)
+            for name, (data, mode) in files.items():
+                (work / name).write_bytes(data)
+                os.chmod(work / name, mode)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(work, target)
+        except OSError as err:
+            shutil.rmtree(work, ignore_errors=True)
+            if not (target.is_dir() and _dir_digest(target) == digest):  # another process?
+                raise self._storage(err, target.parent) from None
+        return target
+
     def usage(self) -> dict[str, int]:
         """Bytes used by each area."""
         return {a: _du(self.area(a)) for a in AREAS if self.area(a).exists()}
+
+
+def _files_digest(files: Iterable[tuple[str, bytes, int]]) -> str:
+    h = xxhash.xxh3_128()
+    for name, data, mode in files:
+        h.update(os.fsencode(name) + b"\0" + f"{mode & 0o777:o}".encode() + b"\0")
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
+def _dir_digest(path: Path) -> str | None:
+    """The digest of what an assembled directory holds now (None: unreadable)."""
+    try:
+        entries = sorted(path.iterdir())
+        return _files_digest((p.name, p.read_bytes(), p.stat().st_mode) for p in entries)
+    except OSError:
+        return None
 
 
 def _du(path: Path) -> int:

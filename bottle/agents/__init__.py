@@ -10,18 +10,11 @@ The egress proxy's assets live beside them (`proxy/`), built on the same base.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import xxhash
-
 from bottle.errors import BottleError
-from cache.errors import storage_error
 from cache.store import Store
 
 HERE = Path(__file__).resolve().parent
@@ -125,33 +118,12 @@ def _ca_bytes(ca_certs: Path | None) -> bytes:
 def context_with_ca(source: Path, ca_certs: Path | None, store: Store) -> Path:
     """`source`'s files plus CA_FILE (the bundle, or empty), as a build context dir.
 
-    Assembled once per content in the cache and renamed into place, so a CA change makes
-    a new context (and so a new context digest: a rebuild)."""
-    ca = _ca_bytes(ca_certs)
-    files = sorted(p for p in source.iterdir() if p.is_file() and p.name != "__init__.py")
-    h = xxhash.xxh3_128()
-    for p in files:
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    h.update(CA_FILE.encode() + b"\0" + ca)
-    target = store.area("contexts") / f"{source.name}-{h.hexdigest()[:20]}"
-    if target.is_dir():
-        with contextlib.suppress(OSError):
-            os.utime(target)  # in use: gc keeps it
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    store.area("tmp").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"contexts.{os.getpid()}.", dir=store.area("tmp")))
-    try:
-        for p in files:
-            shutil.copy2(p, work / p.name)
-        (work / CA_FILE).write_bytes(ca)
-        os.rename(work, target)
-    except OSError as err:
-        shutil.rmtree(work, ignore_errors=True)
-        if not target.is_dir():  # else another process made the same one first
-            raise storage_error(err, target.parent) or BottleError(
-                f"cannot prepare the {source.name} build context: {err}") from None
-    return target
+    Made once per content in the cache (checked on every use), so a CA change makes a new
+    context (and so a new context digest: a rebuild)."""
+    files = {p.name: (p.read_bytes(), p.stat().st_mode & 0o777 | 0o644)
+             for p in sorted(source.iterdir()) if p.is_file() and p.name != "__init__.py"}
+    files[CA_FILE] = (_ca_bytes(ca_certs), 0o644)
+    return store.assembled(source.name, files)
 
 
 def build_context(p: Profile, store: Store, *, ca_certs: Path | None = None) -> Path:

@@ -50,7 +50,10 @@ def test_verify_reports_and_fails_on_damage(_private_cache: Path, tmp_path: Path
 
 def test_gc_budgets(_private_cache: Path, tmp_path: Path) -> None:
     fill(_private_cache)
-    r = bottle("cache_gc", "--max-age", "30d", "--max-size", "1500", cwd=tmp_path)
+    from cache.store import _du
+
+    newest = _du(_private_cache / "objects" / "smolmachine" / f"{2:016x}")
+    r = bottle("cache_gc", "--max-age", "30d", "--max-size", str(newest + 100), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "removed smolmachine/0000000000000000" in r.stderr
     assert "removed smolmachine/0000000000000001" in r.stderr

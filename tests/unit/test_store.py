@@ -103,9 +103,29 @@ def test_gc_by_age_then_lru_size(tmp_path: Path) -> None:
         e, _ = store.ensure("smolmachine", f"k{i}", writer(b"x" * 1000), keep=keep)
         t = now - age_days * 86400
         os.utime(e.path / "meta.json", (t, t))
-    removed = store.gc(max_bytes=2000, max_age_seconds=30 * 86400, now=now)
+    from cache.store import _du
+
+    newest_two = sum(_du(tmp_path / "objects" / "smolmachine" / k) for k in ("k2", "k3"))
+    removed = store.gc(max_bytes=newest_two, max_age_seconds=30 * 86400, now=now)
     assert [r.name for r in removed] == ["smolmachine/k0", "smolmachine/k1"]
     assert sorted(e.key for e, _ in store.entries()) == ["k2", "k3"]
+
+
+def test_the_size_budget_covers_every_area_but_agent_state(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ensure("smolmachine", "k", writer(b"x" * 1000), keep=keep)
+    store.put_ref("context", "c", {"image_id": "sha256:1"})
+    (store.area("logs")).mkdir(parents=True)
+    (store.area("logs") / "x.log").write_bytes(b"y" * 5000)
+    (store.area("state") / "claude-1").mkdir(parents=True)
+    (store.area("state") / "claude-1" / "login.json").write_text("{}")
+    db = store.area("doit") / "running.sqlite3"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"z" * 100)
+    store.gc(max_bytes=1, keep=[db])
+    assert not list(store.entries()) and store.get_ref("context", "c") is None
+    assert not (store.area("logs") / "x.log").exists()
+    assert (store.area("state") / "claude-1" / "login.json").exists() and db.exists()
 
 
 def test_get_touches_last_used(tmp_path: Path) -> None:
@@ -340,3 +360,22 @@ def test_a_read_only_store_is_one_clear_error(tmp_path: Path) -> None:
         assert err.value.read_only
     finally:
         (tmp_path / "refs").chmod(0o700)
+
+
+def test_an_assembled_context_is_checked_on_every_use(tmp_path: Path) -> None:
+    problems: list[str] = []
+    store = Store(tmp_path, on_problem=problems.append)
+    files = {"Dockerfile": (b"FROM scratch\n", 0o644), "run": (b"#!/bin/sh\n", 0o755)}
+    made = store.assembled("example", files)
+    assert (made / "Dockerfile").read_bytes() == b"FROM scratch\n"
+    assert os.access(made / "run", os.X_OK)
+    assert store.assembled("example", files) == made and not problems
+    (made / "run").write_bytes(b"#!/bin/sh\nrm -rf /\n")  # damaged in place
+    again = store.assembled("example", files)
+    assert again == made and (again / "run").read_bytes() == b"#!/bin/sh\n"
+    assert problems and "damaged" in problems[0]
+    (made / "extra").write_text("x")  # a file that should not be there
+    checked, bad = store.verify()
+    assert bad == [(f"context {made.name}", "its files do not match its name")]
+    assert not made.exists()
+    assert not list((tmp_path / "tmp").iterdir())
