@@ -118,7 +118,9 @@ def _context() -> tuple[image.BuildInputs, ContextDigest]:
 def decide_build() -> tuple[bool, str, str]:
     inputs, ctx = _context()
     found = image.find_image(inputs, store(), ctx)
-    return found.hit and not found.retag, found.line, ""
+    if found.hit and found.retag:
+        return False, f"{found.line}; {inputs.tag} to be pointed at it", ""
+    return found.hit, found.line, ""
 
 
 @user_errors

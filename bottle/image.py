@@ -188,7 +188,10 @@ def find_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Decisio
         return Decision(False, f"image {short_id(image_id)} was not built from this context")
     store.touch_ref("context", ctx.hexdigest)
     retag = _familiar(inputs.tag) not in (info.get("RepoTags") or [])
-    why = f" ({'; '.join(ctx.changed)})" if ctx.changed else ""
+    # What changed since the last run, when it was a real change (an edit reverted to a
+    # context built before): a first look at the context says nothing on a hit.
+    changed = [c for c in ctx.changed if c != "first build of this context"]
+    why = f" ({'; '.join(changed)})" if changed else ""
     return Decision(True, f"cache hit {ctx.short} (image {short_id(image_id)}){why}",
                     image_id, retag)
 
@@ -212,6 +215,7 @@ def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built
     assert found.image_id is not None
     if found.retag:
         docker_mod.tag(found.image_id, inputs.tag)
+        return Built(found.image_id, ctx, False, f"{found.line}; {inputs.tag} pointed at it")
     return Built(found.image_id, ctx, False, found.line)
 
 

@@ -36,6 +36,9 @@ def choose(name: str, store: Store) -> Backend:
 
     smol = registry["smolmachines"]
     assert isinstance(smol, SmolmachinesBackend)
+    if smol.available(store) is None and not smol.probed(store):
+        say("launch: backend auto: checking once whether a microVM boots here (the answer "
+            "is kept)")
     why = smol.boots(store)
     if why is None:
         return smol
@@ -92,7 +95,11 @@ def sweep(store: Store, only: Backend | None = None) -> list[str]:
 
 def launch(cfg: Config, store: Store) -> int:
     backend = choose(cfg.backend, store)
-    tty = cfg.tty if cfg.tty is not None else sys.stdin.isatty() and sys.stdout.isatty()
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    if cfg.tty and not terminal:
+        raise BottleError("--tty needs a terminal on stdin and stdout (use --headless in "
+                          "scripts)")
+    tty = cfg.tty if cfg.tty is not None else terminal
     spec = spec_of(cfg, store, tty=tty)
     for name in sweep(store, backend):
         say(f"launch: removed {name}, left by a launch that was killed")

