@@ -12,9 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
-
-from doit.exceptions import TaskFailed
+from typing import TYPE_CHECKING, Any
 
 from bottle import config as config_mod
 from bottle import image
@@ -25,6 +23,9 @@ from cache import cache_root
 from cache.digest import ContextDigest
 from cache.errors import UserError
 from cache.store import Store, check_root
+
+if TYPE_CHECKING:
+    from doit.exceptions import TaskFailed
 
 # Everything after `--` on the command line, verbatim (doit would eat NAME=VALUE items).
 AGENT_ARGS: list[str] | None = None
@@ -76,6 +77,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(err, ToolError) and (log := _log(err)):
                 line += f" (full output: {log})"
             print(f"bottle: error: {line}", file=sys.stderr, flush=True)
+            from doit.exceptions import TaskFailed
+
             return TaskFailed(line, report=False)
 
     return wrapper
@@ -326,6 +329,8 @@ def cache_gc(max_size: str, max_age: str) -> None:
 
 @user_errors
 def cache_verify() -> TaskFailed | None:
+    from doit.exceptions import TaskFailed
+
     checked, bad = store().verify()
     for name, problem in bad:
         say(f"cache_verify: {name}: {problem} (removed; it will be rebuilt)")

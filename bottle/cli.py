@@ -87,6 +87,25 @@ def _glue_values(args: list[str]) -> list[str]:
     return out
 
 
+# Tasks a warm no-op runs often: asked before doit is loaded (see bottle.lookup.settled).
+_SETTLED = ("build", "pack")
+
+
+def _settled(args: list[str]) -> bool:
+    """`bottle build` or `bottle pack` alone, already up to date: its line is printed and
+    doit need not load. Anything else (options, other tasks, a task that would run, an
+    error) is doit's, which asks the same lookups again (the digest is kept)."""
+    if len(args) != 1 or args[0] not in _SETTLED:
+        return False
+    from bottle import tasks
+    from bottle.lookup import settled
+
+    try:
+        return settled(args[0], getattr(tasks, f"task_{args[0]}")())
+    except Exception:  # doit reports it as it always has
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     from bottle import actions, signals
 
@@ -104,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signals.install()
     try:
+        if _settled(args):
+            return 0
         return run_doit(args)
     except KeyboardInterrupt as err:
         print("bottle: interrupted", file=sys.stderr)

@@ -162,7 +162,7 @@ def digest_context(inputs: BuildInputs, store: Store, *, dry: bool = False) -> C
     """The context digest and what changed since the last run that used it. `dry` (for
     `info`) leaves the index as it was, so the next run still tells what changed."""
     ident = f"{inputs.context.resolve()}\0{inputs.dockerfile.resolve()}"
-    index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident.encode())}.json"
+    index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident.encode())}.idx"
     return context_digest(inputs.context, inputs.dockerfile, build_args=inputs.build_args,
                           target=inputs.target, index_path=index, write_index=not dry)
 
