@@ -106,6 +106,70 @@ def _settled(args: list[str]) -> bool:
         return False
 
 
+# Tasks that always run and take only options: parsed as doit parses a task's options
+# (getopt over the same declarations) and run without loading doit.
+_DIRECT = ("prepull",)
+
+
+def _direct(args: list[str]) -> int | None:
+    """`bottle prepull [OPTIONS]`: its exit code, run as doit would run it (the action,
+    its one-line errors, 1 when it fails); None when doit must (other tasks after it,
+    arguments doit would refuse)."""
+    if not args or args[0] not in _DIRECT:
+        return None
+    from bottle import actions, tasks
+
+    task = getattr(tasks, f"task_{args[0]}")()
+    params = _task_options(task.get("params", []), args[1:])
+    if params is None:
+        return None
+    from cache.errors import UserError
+
+    try:
+        getattr(actions, args[0]).__wrapped__(**params)
+    except UserError as err:
+        actions.report_error(err)
+        return 1
+    return 0
+
+
+def _task_options(declared: list[dict[str, Any]], args: list[str]) -> dict[str, Any] | None:
+    """doit's `TaskParse` for a task alone: getopt with the options' short and long forms,
+    lists appended, values converted by type. None for anything else."""
+    import getopt
+
+    if any(o.get("choices") or o.get("env_var") for o in declared):
+        return None
+    short = "".join(o["short"] + ("" if o.get("type") is bool else ":")
+                    for o in declared if o.get("short"))
+    longs = [o["long"] + ("" if o.get("type") is bool else "=") for o in declared]
+    longs += [o["inverse"] for o in declared if o.get("inverse")]
+    try:
+        found, rest = getopt.getopt(args, short, longs)
+    except getopt.GetoptError:
+        return None
+    if rest:
+        return None
+    values = {o["name"]: list(o["default"]) if o.get("type") is list else o["default"]
+              for o in declared}
+    for flag, value in found:
+        opt = next((o for o in declared if flag in (f"-{o.get('short')}", f"--{o['long']}",
+                                                     f"--{o.get('inverse')}")), None)
+        if opt is None:
+            return None
+        kind = opt.get("type", str)
+        if kind is bool:
+            values[opt["name"]] = flag != f"--{opt.get('inverse')}"
+        elif kind is list:
+            values[opt["name"]].append(value)
+        else:
+            try:
+                values[opt["name"]] = kind(value)
+            except ValueError:
+                return None  # doit says how it could not read it
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     from bottle import actions, signals
 
@@ -125,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if _settled(args):
             return 0
-        return run_doit(args)
+        code = _direct(args)
+        return run_doit(args) if code is None else code
     except KeyboardInterrupt as err:
         print("bottle: interrupted", file=sys.stderr)
         return signals.exit_code(err)

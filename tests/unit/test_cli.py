@@ -127,3 +127,36 @@ def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path)
     r = bottle(*args, cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert message in r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-q"], ["--quiet", "--json"], ["-f", "a.yml", "-f", "b.yml"], ["--file=a.yml"],
+    ["-fa.yml"], ["--profile", "x", "--image=r/i:1", "--image", "r/j:2"], ["-j", "3"],
+    ["--jobs=7"], ["--proj", "d"], ["-qj2"], ["--project-dir=", "-q"],
+    ["--jobs", "x"], ["extra"], ["--nope"], ["-q", "build"], ["--file"], ["-q", "--", "x"],
+])
+def test_prepull_options_parse_as_doit_parses_them(argv: list[str]) -> None:
+    """`bottle prepull` runs without doit: its options must mean what doit makes of them,
+    and whatever doit would refuse (or read as more tasks) is left to doit (None)."""
+    from doit.cmdparse import CmdOption, CmdParseError, TaskParse
+
+    from bottle import cli, tasks
+
+    declared = tasks.task_prepull()["params"]
+    try:
+        params, rest = TaskParse([CmdOption(o) for o in declared]).parse(argv)
+        theirs = None if rest else dict(params)
+    except CmdParseError:
+        theirs = None
+    assert cli._task_options(declared, argv) == theirs
+
+
+def test_prepull_without_doit_says_what_doit_says(tmp_path: Path) -> None:
+    """The same lines and exit codes whether doit runs the task (`bottle run prepull`) or
+    not (`bottle prepull`): a bad image is refused before anything runs."""
+    for args in (["--image", "--help"], ["--image", "Bad/Ref"], ["--jobs", "0"]):
+        fast = bottle("prepull", *args, cwd=tmp_path)
+        via_doit = bottle("run", "prepull", *args, cwd=tmp_path)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (
+            via_doit.returncode, via_doit.stdout, via_doit.stderr)
+        assert fast.returncode != 0 and fast.stderr.startswith("bottle: error: ")
