@@ -285,6 +285,9 @@ def prepull_rows(base: Path, images: int, runs: int) -> list[Row]:
                 ref = f"{reg.pull_endpoint}/bench/app{i}:1.0"
                 skopeo.copy_archive(ctx / "img.tar", ref)
                 refs.append(ref)
+                # Gone from the engine, so that a pull really downloads it.
+                subprocess.run(["docker", "rmi", "-f", f"bb-bench-src:{i}"],
+                               capture_output=True)
             app, bad = base / "app", base / "bad"
             for d, names in ((app, refs), (bad, [*refs[:1], refs[0].replace(":1.0", ":nope")])):
                 d.mkdir()
@@ -336,15 +339,15 @@ def launch_rows(base: Path, runs: int) -> list[Row]:
     env = bottle_env(base / "launch-cache")
     args = ["--print", "hello"]
     ours = bottle_argv("launch", "--headless", "--", *args)
-    _w, _r, err = run_timed(ours, cwd=work, env=env)  # builds the example image once
-    image = ""
-    for line in err.splitlines():
-        if "image " in line:
-            image = line.split("image ", 1)[1].split(")")[0].split()[0]
-    tag = json.loads(subprocess.run(
+    run_timed(ours, cwd=work, env=env)  # builds the example image once
+    _w, _r, err = run_timed(ours, cwd=work, env=env)
+    hit = next(ln for ln in err.splitlines() if ln.startswith("build: cache hit"))
+    image = hit.split("(image ", 1)[1].split(")")[0]
+    tags = json.loads(subprocess.run(
         ["docker", "image", "inspect", "--format={{json .RepoTags}}", image],
-        capture_output=True, text=True, check=True).stdout)[0]
-    anchor = ["docker", "run", "--rm", "--network=none", tag, "claude", *args]
+        capture_output=True, text=True, check=True).stdout)
+    anchor = ["docker", "run", "--rm", "--network=none", tags[0] if tags else image,
+              "claude", *args]
     mine, theirs = alternate(lambda: run_timed(ours, cwd=work, env=env)[0],
                              lambda: run_timed(anchor, cwd=work, env=env)[0], runs)
     return [Row("`bottle launch --headless` of the cached example agent", mine,
@@ -368,6 +371,16 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def section(name: str, fn: Callable[[], list[Row]]) -> list[Row]:
+    """A section's rows; one row saying why when it could not run (the rest still do)."""
+    try:
+        return fn()
+    except (Exception, SystemExit) as err:
+        print(f"{name}: {err!r}", file=sys.stderr)
+        return [Row(f"{name}: not measured", None, note=str(err).splitlines()[0][:60]
+                    if str(err) else type(err).__name__)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000",
@@ -387,13 +400,13 @@ def main() -> None:
             projects.append(project)
             print(f"context of {files} files made in {project.made_in:.1f}s", file=sys.stderr)
             if "warm" in only:
-                rows += warm_rows(project, args.runs)
+                rows += section(f"warm, {files} files", lambda p=project: warm_rows(p, args.runs))
             if "cold" in only:
-                rows += cold_rows(project, args.runs)
+                rows += section(f"cold, {files} files", lambda p=project: cold_rows(p, args.runs))
         if "prepull" in only:
-            rows += prepull_rows(base, args.images, args.runs)
+            rows += section("prepull", lambda: prepull_rows(base, args.images, args.runs))
         if "launch" in only:
-            rows += launch_rows(base, args.runs)
+            rows += section("launch", lambda: launch_rows(base, args.runs))
     finally:
         subprocess.run(["docker", "rmi", "-f", *[p.tag for p in projects]],
                        capture_output=True)

@@ -4,9 +4,11 @@ Covers the Dockerfile (wherever it lives), every context path `.dockerignore` le
 through (path, type, permission bits, content or link target), the build args and
 the target. Same digest -> same build inputs -> no `docker build`.
 
-The value is one xxh3-128 stream over the covered paths in sorted order (see
-`_entry`), then the Dockerfile, args and target; it depends on nothing else (not on
-the index, not on how many threads read the files).
+The value is one xxh3-128 stream over the covered paths in sorted order, each as
+`kind NUL path NUL permission-bits-in-octal NUL content NUL` (kind f, d, l, p, c or b;
+content a file's xxh3-128 in hex, a link's target, a device's `major:minor`, else
+empty), then the Dockerfile, args and target (`_tail`). It depends on nothing else:
+not on the index, not on how many threads or processes read the files.
 
 A stat index (cache.index, like git's) keeps, per directory, the listing, the
 `.dockerignore` decisions and each file's hash beside its (size, mtime, ctime, inode,
@@ -54,16 +56,16 @@ _RULES_VERSION = 1
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 # O_NONBLOCK: a file swapped for a FIFO after its stat must not hang the digest.
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-# Read in threads when there is this much to read (smaller jobs cost more to hand out).
-_PARALLEL_BYTES = 32 << 20
-_PARALLEL_FILES = 2048
+# Files this big are read in threads (two at least), beside the small ones.
+_BIG_FILE = 8 << 20
 # A second process walks half the directories once this many wait (breadth first) and
 # the context has this many entries (from the index; a first walk always shares).
 _SPLIT_DIRS = 16
-_FORK_ENTRIES = 4000
+_FORK_ENTRIES = 20_000
 _FORK = True
 
 Key = tuple[int, int, int, int, int]
+Lists = tuple[list[str], list[Key], list[str | None]]
 _TIMES = attrgetter("st_mtime_ns", "st_ctime_ns")
 _KEPT = (stat.S_IFREG, stat.S_IFLNK)  # contents taken from the index when the stat matches
 
@@ -112,23 +114,6 @@ def racy(mtime_ns: int, ctime_ns: int, started_ns: int) -> bool:
     return (mtime_ns >= started_ns - (RACY_FINE_NS if mtime_ns % _SECOND else RACY_COARSE_NS)
             or ctime_ns >= started_ns - (RACY_FINE_NS if ctime_ns % _SECOND else
                                          RACY_COARSE_NS))
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "f"
-    if stat.S_ISDIR(mode):
-        return "d"
-    if stat.S_ISLNK(mode):
-        return "l"
-    if stat.S_ISFIFO(mode):
-        return "p"  # Docker copies a FIFO as a FIFO; it is never opened
-    return "c" if stat.S_ISCHR(mode) else "b"
-
-
-def _entry(rel: str, mode: int, content: str) -> str:
-    # NUL ends each field: no name or link target can hold one.
-    return f"{_kind(mode)}\0{rel}\0{stat.S_IMODE(mode):o}\0{content}\0"
 
 
 def _enc(text: str) -> bytes:
@@ -385,17 +370,16 @@ class _Walk:
         flt = self._filter()
         state = self._state(rel)
         prefix = f"{rel}/" if rel else ""
+        dirs = [stat.S_ISDIR(st.st_mode) for st in stats]
+        if state is None:  # no pattern anywhere: everything is sent, every directory walked
+            return [ix.SENT | ix.WALK if d else ix.SENT for d in dirs]
         out: list[int] = []
-        for name, st in zip(names, stats, strict=True):
-            path = prefix + name
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if state is None:
-                sent, inner = True, None
-            else:
-                sent, inner = flt.enter(path, state, is_dir=is_dir)
-            walk = is_dir and (inner is not None or (sent and state is None))
+        for name, is_dir, (sent, inner) in zip(names, dirs,
+                                               flt.enter_all(prefix, names, dirs, state),
+                                               strict=True):
+            walk = is_dir and inner is not None
             if walk:
-                self.states[path] = inner
+                self.states[prefix + name] = inner
             out.append((ix.SENT if sent else 0) | (ix.WALK if walk else 0))
         return out
 
@@ -462,6 +446,11 @@ class _Walk:
         return self.read + self.hashed_elsewhere
 
     # after the walk
+
+    def lists(self) -> dict[str, Lists]:
+        """The parts of the directories read now, as lists (no need to decode them)."""
+        return {v.rel: (v.names, v.keys, v.contents) for v in self.visited
+                if isinstance(v, _Fresh)}
 
     def records(self) -> list[ix.DirRecord]:
         """The visited records, frozen, with HELD set where a found path lies below an
@@ -549,32 +538,24 @@ def _read_one(root_fd: int, rel: str, size: int, root: str) -> str:
 
 
 def _read_all(root: str, root_fd: int, jobs: Sequence[tuple[str, int]]) -> list[str]:
-    """Each file's xxh3-128, in order. Large jobs go to threads (xxhash and reads
-    release the GIL); the result does not depend on how the work was split."""
-    workers = min(os.cpu_count() or 1, 4)
-    total = sum(size for _rel, size in jobs)
-    if workers < 2 or (total < _PARALLEL_BYTES and len(jobs) < _PARALLEL_FILES):
+    """Each file's xxh3-128, in order. Big files go to threads (reading and xxhash let go
+    of the GIL for a whole chunk); small ones are read here meanwhile: threads over small
+    files only fight over the GIL (measured: slower than one). The result does not depend
+    on how the work was split."""
+    out = [""] * len(jobs)
+    big = [i for i, (_rel, size) in enumerate(jobs) if size >= _BIG_FILE]
+    workers = min(_cpus(), 4, len(big))
+    if workers < 2:
         return [_read_one(root_fd, rel, size, root) for rel, size in jobs]
     from concurrent.futures import ThreadPoolExecutor
 
-    # Contiguous slices of about equal bytes keep each thread on its own directories.
-    slices: list[Sequence[tuple[str, int]]] = []
-    per = max(total // (workers * 8), 1)
-    start = acc = 0
-    for i, (_rel, size) in enumerate(jobs):
-        acc += size + 4096  # a file costs a few syscalls whatever its size
-        if acc >= per:
-            slices.append(jobs[start:i + 1])
-            start, acc = i + 1, 0
-    slices.append(jobs[start:])
-
-    def run(part: Sequence[tuple[str, int]]) -> list[str]:
-        return [_read_one(root_fd, rel, size, root) for rel, size in part]
-
-    out: list[str] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digest") as pool:
-        for got in pool.map(run, slices):
-            out += got
+        futures = [(i, pool.submit(_read_one, root_fd, *jobs[i], root)) for i in big]
+        for i, (rel, size) in enumerate(jobs):
+            if size < _BIG_FILE:
+                out[i] = _read_one(root_fd, rel, size, root)
+        for i, future in futures:
+            out[i] = future.result()
     return out
 
 
@@ -596,25 +577,30 @@ def _walk(context: Path, rules: ContextFilter) -> list[tuple[str, os.stat_result
 # --- the stream ---------------------------------------------------------------------------
 
 
-def _stream(recs: Sequence[ix.DirRecord]) -> xxhash.xxh3_128:
+_KINDS = {stat.S_IFREG >> 12: "f", stat.S_IFDIR >> 12: "d", stat.S_IFLNK >> 12: "l",
+          stat.S_IFIFO >> 12: "p", stat.S_IFCHR >> 12: "c", stat.S_IFBLK >> 12: "b"}
+
+
+def _stream(recs: Sequence[ix.DirRecord], lists: Mapping[str, Lists]) -> xxhash.xxh3_128:
     """The hash over every found entry in sorted path order. Sorting siblings by name,
-    with a walked directory's subtree keyed `name/`, gives exactly that order."""
+    with a walked directory's subtree keyed `name/`, gives exactly that order. `lists`
+    holds the decoded parts of the records read now (the others are decoded here)."""
     by_rel = {r.rel: r for r in recs}
     h = xxhash.xxh3_128()
     buf: list[str] = []
-    stack: list[Iterator[tuple[str, str, Key | None, str | None]]] = []
+    stack: list[tuple[str, Iterator[tuple[str, str | None]]]] = []
     if "" in by_rel:
-        stack.append(_sorted_items(by_rel[""]))
+        stack.append(("", _sorted_items(by_rel[""], lists.get(""))))
     while stack:
-        item = next(stack[-1], None)
-        if item is None:
+        prefix, items = stack[-1]
+        for name, piece in items:
+            if piece is None:  # a subtree (`name/`): its entries come here, in order
+                rel = prefix + name[:-1]
+                stack.append((rel + "/", _sorted_items(by_rel[rel], lists.get(rel))))
+                break
+            buf.append(piece)
+        else:
             stack.pop()
-            continue
-        _sort, rel, key, content = item
-        if key is None:
-            stack.append(_sorted_items(by_rel[rel]))
-            continue
-        buf.append(_entry(rel, key[4], content or ""))
         if len(buf) >= 4096:
             h.update(_enc("".join(buf)))
             buf.clear()
@@ -622,16 +608,29 @@ def _stream(recs: Sequence[ix.DirRecord]) -> xxhash.xxh3_128:
     return h
 
 
-def _sorted_items(rec: ix.DirRecord) -> Iterator[tuple[str, str, Key | None, str | None]]:
+def _sorted_items(rec: ix.DirRecord, parts: Lists | None
+                  ) -> Iterator[tuple[str, str | None]]:
+    """(sort key, stream piece) per found entry and (rel/, None) per walked directory."""
     prefix = f"{rec.rel}/" if rec.rel else ""
-    items: list[tuple[str, str, Key | None, str | None]] = []
-    for name, flag, key, content in rec.entries():
-        if ix.FOUND[flag]:
-            items.append((name, prefix + name, key, content))
-        if flag & ix.WALK:
-            items.append((name + "/", prefix + name, None, None))
-    items.sort(key=lambda item: item[0])
+    names, keys, contents = parts or (rec.name_list(), rec.key_list(), rec.content_list())
+    items: list[tuple[str, str | None]] = []
+    carries, found, c = ix.CARRIES, ix.FOUND, 0
+    for i, f in enumerate(rec.flags):
+        if not carries[f]:
+            continue
+        if found[f]:
+            mode = keys[c][4]
+            items.append((names[i], f"{_KINDS[mode >> 12]}\0{prefix}{names[i]}\0"
+                                    f"{mode & 0o7777:o}\0{contents[c] or ''}\0"))
+        if f & ix.WALK:
+            items.append((f"{names[i]}/", None))
+        c += 1
+    items.sort(key=_first)
     return iter(items)
+
+
+def _first(item: tuple[str, str | None]) -> str:
+    return item[0]
 
 
 def _tail(own_ignore: bytes | None, df_hash: str, build_args: Mapping[str, str],
@@ -758,7 +757,7 @@ def context_digest(
     if not ch.stream and meta is not None and meta.get("tail") == tail_id:
         digest = str(meta["digest"])
     else:
-        h = _stream(recs)
+        h = _stream(recs, walk.lists())
         h.update(tail)
         digest = h.hexdigest()
     changed = ([] if meta is not None and meta.get("digest") == digest else

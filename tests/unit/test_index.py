@@ -149,8 +149,8 @@ def share_everything(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
         monkeypatch.setattr(digest_mod, "_SPLIT_DIRS", 2)
         monkeypatch.setattr(digest_mod, "_FORK_ENTRIES", 0)
     if how == "threads":
-        monkeypatch.setattr(digest_mod, "_PARALLEL_BYTES", 0)
-        monkeypatch.setattr(digest_mod, "_PARALLEL_FILES", 0)
+        monkeypatch.setattr(digest_mod, "_BIG_FILE", 0)
+        monkeypatch.setattr(digest_mod, "_cpus", lambda: 2)
 
 
 @pytest.mark.parametrize("how", ["serial", "threads", "fork"])
@@ -192,12 +192,14 @@ def test_a_second_process_that_fails_is_stood_in_for(ctx: Path, tmp_path: Path,
 
 
 def test_threads_read_the_same_digests(ctx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    jobs = [(str(p.relative_to(ctx)), p.stat().st_size) for p in sorted(ctx.rglob("*.py"))]
+    jobs = [(str(p.relative_to(ctx)), p.stat().st_size) for p in sorted(ctx.rglob("*"))
+            if stat.S_ISREG(p.lstat().st_mode)]
+    assert {size >= 60 for _, size in jobs} == {True, False}
     fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
     try:
         serial = digest_mod._read_all(str(ctx), fd, jobs)
-        monkeypatch.setattr(digest_mod, "_PARALLEL_BYTES", 0)
-        monkeypatch.setattr(digest_mod, "_PARALLEL_FILES", 0)
+        monkeypatch.setattr(digest_mod, "_BIG_FILE", 60)  # some in threads, some not
+        monkeypatch.setattr(digest_mod, "_cpus", lambda: 2)
         assert digest_mod._read_all(str(ctx), fd, jobs) == serial
     finally:
         os.close(fd)
