@@ -59,6 +59,7 @@ class Row:
     goal: str = ""
     rss_mb: float | None = None
     note: str = ""
+    cpu: float | None = None  # our process's CPU (a second process it forked included)
 
     def ratio(self) -> str:
         if self.ours is None or self.anchor is None:
@@ -78,19 +79,31 @@ def run_timed(argv: Sequence[str], *, cwd: Path, env: dict[str, str],
     err = p.stderr.read() if p.stderr else b""
     _pid, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
+    CPU.append(usage.ru_utime + usage.ru_stime)  # with the children it waited for
     p.returncode = os.waitstatus_to_exitcode(status)
     if not ok(p.returncode):
         sys.exit(f"{' '.join(argv)} exited {p.returncode}:\n{err.decode(errors='replace')}")
     return wall, usage.ru_maxrss / 1024, err.decode(errors="replace")
 
 
+# CPU seconds (user + system) of each process run_timed waited for, in order.
+CPU: list[float] = []
+OUR_CPU: list[float] = []  # of our side in the last `alternate`
+
+
 def alternate(ours: Callable[[], float], anchor: Callable[[], float],
               runs: int) -> tuple[float, float]:
     a, b = [], []
+    OUR_CPU.clear()
     for _ in range(runs):
         a.append(ours())
+        OUR_CPU.append(CPU[-1] if CPU else 0.0)
         b.append(anchor())
     return statistics.median(a), statistics.median(b)
+
+
+def our_cpu() -> float:
+    return statistics.median(OUR_CPU) if OUR_CPU else 0.0
 
 
 def bottle_env(cache: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -225,7 +238,7 @@ def warm_rows(project: Project, runs: int) -> list[Row]:
         goal = ("< 0.2 s; RSS < 64 MB" if project.files <= 10_000 else
                 "<= 2x git; RSS < 64 MB")
         rows.append(Row(f"warm no-op {what}, {n} files", mine, anchor, git, goal,
-                        max(rss)))
+                        max(rss), cpu=our_cpu()))
     return rows
 
 
@@ -249,7 +262,7 @@ def cold_rows(project: Project, runs: int) -> list[Row]:
                              runs)
     return [Row(f"cold context digest, {n} files (all read)", mine,
                 f"`xxh128sum` over the same {len(files)} files", anchor, "<= 1.2x xxh128sum",
-                note=f"read {hashed} files")]
+                note=f"read {hashed} files", cpu=our_cpu())]
 
 
 # --- prepull ---------------------------------------------------------------------------
@@ -312,22 +325,26 @@ def prepull_rows(base: Path, images: int, runs: int) -> list[Row]:
 
             first = alternate(lambda: timed(ours, app, before=cold),
                               lambda: timed(compose, app, before=cold), runs)
+            cpus = [our_cpu()]
             timed(ours, app, before=lambda: None)  # everything present, resolution kept
             warm = alternate(lambda: timed(ours, app, before=lambda: None),
                              lambda: timed(compose, app, before=lambda: None), runs)
+            cpus.append(our_cpu())
             wrong = alternate(lambda: timed(ours, bad, before=lambda: None, fails=True),
                               lambda: timed(compose, bad, before=lambda: None, fails=True),
                               runs)
+            cpus.append(our_cpu())
             rmi()
     finally:
         subprocess.run(["docker", "rmi", "-f", *[f"bb-bench-src:{i}" for i in range(images)]],
                        capture_output=True)
     a = f"`docker compose pull` (v2), {images} images"
     return [Row(f"prepull, {images} images, nothing resolved or present", first[0], a, first[1],
-                "<= compose"),
-            Row(f"prepull, {images} images, all present", warm[0], a, warm[1], ">= 3x compose"),
+                "<= compose", cpu=cpus[0]),
+            Row(f"prepull, {images} images, all present", warm[0], a, warm[1], ">= 3x compose",
+                cpu=cpus[1]),
             Row("prepull, a tag the registry lacks (time to the error)", wrong[0],
-                "`docker compose pull`", wrong[1], "<= compose")]
+                "`docker compose pull`", wrong[1], "<= compose", cpu=cpus[2])]
 
 
 # --- launch ----------------------------------------------------------------------------
@@ -351,15 +368,18 @@ def launch_rows(base: Path, runs: int) -> list[Row]:
     mine, theirs = alternate(lambda: run_timed(ours, cwd=work, env=env)[0],
                              lambda: run_timed(anchor, cwd=work, env=env)[0], runs)
     return [Row("`bottle launch --headless` of the cached example agent", mine,
-                "`docker run --rm` of the same image and command", theirs, "<= 1.3x docker run")]
+                "`docker run --rm` of the same image and command", theirs, "<= 1.3x docker run",
+                cpu=our_cpu())]
 
 
 # --- the table ---------------------------------------------------------------------------
 
 
 def table(rows: Sequence[Row]) -> str:
-    head = ["work", "bot-bottle", "anchor", "anchor time", "ratio", "goal", "peak RSS", "note"]
+    head = ["work", "bot-bottle", "(its CPU)", "anchor", "anchor time", "ratio", "goal",
+            "peak RSS", "note"]
     body = [[r.work, f"{r.ours:.3f} s" if r.ours is not None else "",
+             f"{r.cpu:.3f} s" if r.cpu is not None else "",
              r.anchor_name, f"{r.anchor:.3f} s" if r.anchor is not None else "", r.ratio(),
              r.goal, f"{r.rss_mb:.0f} MB" if r.rss_mb is not None else "", r.note]
             for r in rows]
@@ -414,8 +434,9 @@ def main() -> None:
     load = os.getloadavg()
     print(f"median of {args.runs} runs, alternating; {os.cpu_count()} cores; load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end; Python "
-          f"{sys.version.split()[0]}; peak RSS is the largest of the runs "
-          f"(ours; bench itself {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB)")
+          f"{sys.version.split()[0]}; peak RSS is the largest of our runs (the bench itself: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB); (its CPU) is our "
+          "process's user+system time, a second process it forked included, docker's not")
     print()
     print(table(rows))
 

@@ -68,6 +68,7 @@ Key = tuple[int, int, int, int, int]
 Lists = tuple[list[str], list[Key], list[str | None]]
 _TIMES = attrgetter("st_mtime_ns", "st_ctime_ns")
 _KEPT = (stat.S_IFREG, stat.S_IFLNK)  # contents taken from the index when the stat matches
+_REG, _LNK, _DEVICES = stat.S_IFREG, stat.S_IFLNK, (stat.S_IFCHR, stat.S_IFBLK)
 
 
 def hash_file(path: Path | str) -> str:
@@ -85,10 +86,7 @@ def _read_hash(fd: int, size: int) -> str:
     first = os.read(fd, want)
     if len(first) < want:
         return xxhash.xxh3_128_hexdigest(first)
-    h = xxhash.xxh3_128(first)
-    while chunk := os.read(fd, _CHUNK):
-        h.update(chunk)
-    return h.hexdigest()
+    return _read_rest(fd, first)
 
 
 @dataclass(frozen=True)
@@ -396,36 +394,39 @@ class _Walk:
         settled = self.started - max(RACY_FINE_NS, RACY_COARSE_NS)
         newest = list(map(max, map(_TIMES, stats)))
         carries, flags, contents = ix.CARRIES, fresh.flags, fresh.contents
-        for i, bits in enumerate(decided):
+        add_flag, add_key, add_content = flags.append, fresh.keys.append, contents.append
+        add_pending, size, keep = self.pending.append, 0, self.stats
+        for i, bits in enumerate(decided):  # per entry: kept lean, it runs for every one
             key = keys[i]
             mode = key[4]
             flag = (mode >> 12 & 15) << 4 | bits
             if not carries[flag]:
-                flags.append(flag)
+                add_flag(flag)
                 continue
             if newest[i] >= settled and racy(key[1], key[2], self.started):
                 flag |= ix.RACY
-            flags.append(flag)
-            fresh.keys.append(key)
+            add_flag(flag)
+            add_key(key)
             name = names[i]
-            if self.stats is not None:
-                self.stats[prefix + name] = stats[i]
-            p = prev.get(name)
+            if keep is not None:
+                keep[prefix + name] = stats[i]
             fmt = mode & 0o170000
+            p = prev.get(name) if prev else None
             if p is not None and p[0] == key and not p[2] & ix.RACY and fmt in _KEPT:
-                contents.append(p[1])
-            elif fmt == stat.S_IFREG:
-                contents.append(None)
-                self.pending.append((fresh, len(contents) - 1, prefix + name, key[0]))
-            elif fmt == stat.S_IFLNK:
-                contents.append(os.readlink(prefix + name, dir_fd=self.root_fd))
-            elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+                add_content(p[1])
+            elif fmt == _REG:
+                add_pending((fresh, len(contents), prefix + name, key[0]))
+                add_content(None)
+            elif fmt == _LNK:
+                add_content(os.readlink(prefix + name, dir_fd=self.root_fd))
+            elif fmt in _DEVICES:
                 rdev = stats[i].st_rdev
-                contents.append(f"{os.major(rdev)}:{os.minor(rdev)}")
+                add_content(f"{os.major(rdev)}:{os.minor(rdev)}")
             else:
-                contents.append("")
-            if fmt == stat.S_IFREG and bits & ix.SENT:
-                fresh.size += key[0]
+                add_content("")
+            if fmt == _REG and bits & ix.SENT:
+                size += key[0]
+        fresh.size = size
         return fresh
 
     # reading the files whose content is not known
@@ -542,21 +543,49 @@ def _read_all(root: str, root_fd: int, jobs: Sequence[tuple[str, int]]) -> list[
     of the GIL for a whole chunk); small ones are read here meanwhile: threads over small
     files only fight over the GIL (measured: slower than one). The result does not depend
     on how the work was split."""
-    out = [""] * len(jobs)
     big = [i for i, (_rel, size) in enumerate(jobs) if size >= _BIG_FILE]
     workers = min(_cpus(), 4, len(big))
     if workers < 2:
-        return [_read_one(root_fd, rel, size, root) for rel, size in jobs]
+        return _read_each(root_fd, jobs, root)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digest") as pool:
         futures = [(i, pool.submit(_read_one, root_fd, *jobs[i], root)) for i in big]
-        for i, (rel, size) in enumerate(jobs):
-            if size < _BIG_FILE:
-                out[i] = _read_one(root_fd, rel, size, root)
+        small = [i for i, (_rel, size) in enumerate(jobs) if size < _BIG_FILE]
+        out = [""] * len(jobs)
+        for i, got in zip(small, _read_each(root_fd, [jobs[i] for i in small], root),
+                          strict=True):
+            out[i] = got
         for i, future in futures:
             out[i] = future.result()
     return out
+
+
+def _read_each(root_fd: int, jobs: Sequence[tuple[str, int]], root: str) -> list[str]:
+    """`_read_one` for each, as one loop (most files here are small: calls would cost
+    more than their reads)."""
+    out: list[str] = []
+    append, open_, read, close = out.append, os.open, os.read, os.close
+    whole, chunk = xxhash.xxh3_128_hexdigest, _CHUNK
+    for rel, size in jobs:
+        try:
+            fd = open_(rel, _OPEN_FILE, dir_fd=root_fd)
+            try:
+                want = size + 1 if size < chunk else chunk
+                data = read(fd, want)
+                append(whole(data) if len(data) < want else _read_rest(fd, data))
+            finally:
+                close(fd)
+        except OSError as err:
+            raise _cannot_read(f"{root}/{rel}", err) from None
+    return out
+
+
+def _read_rest(fd: int, first: bytes) -> str:
+    h = xxhash.xxh3_128(first)
+    while chunk := os.read(fd, _CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def _walk(context: Path, rules: ContextFilter) -> list[tuple[str, os.stat_result]]:

@@ -160,3 +160,41 @@ def test_prepull_without_doit_says_what_doit_says(tmp_path: Path) -> None:
         assert (fast.returncode, fast.stdout, fast.stderr) == (
             via_doit.returncode, via_doit.stdout, via_doit.stderr)
         assert fast.returncode != 0 and fast.stderr.startswith("bottle: error: ")
+
+
+def test_only_a_task_decided_by_its_lookups_alone_is_settled_before_doit(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What doit would skip as up to date: every uptodate is a Lookup saying so, and
+    nothing else (files, targets, options, other tasks) weighs in."""
+    from bottle.lookup import Lookup, settled
+
+    def hit() -> tuple[bool, str, str]:
+        return True, "cache hit 1234", "/the/artifact"
+
+    def miss() -> tuple[bool, str, str]:
+        return False, "first build", ""
+
+    assert settled("pack", {"actions": [], "uptodate": [Lookup(hit)], "verbosity": 2})
+    assert capsys.readouterr() == ("/the/artifact\n", "pack: cache hit 1234\n")
+    for task in ({"actions": [], "uptodate": [Lookup(miss)]},
+                 {"actions": [], "uptodate": [Lookup(hit), Lookup(miss)]},
+                 {"actions": [], "uptodate": [Lookup(hit)], "file_dep": ["x"]},
+                 {"actions": [], "uptodate": [Lookup(hit)], "task_dep": ["other"]},
+                 {"actions": [], "uptodate": [Lookup(hit)], "params": []},
+                 {"actions": [], "uptodate": [Lookup(hit), True]},
+                 {"actions": [], "uptodate": []}):
+        assert not settled("build", task)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_lookup_that_fails_leaves_the_task_to_doit(capsys: pytest.CaptureFixture[str]) -> None:
+    from bottle.lookup import Lookup, settled
+    from cache.errors import UserError
+
+    def broken() -> tuple[bool, str, str]:
+        raise UserError("Dockerfile not found: /x/Dockerfile")
+
+    lookup = Lookup(broken)
+    assert not settled("build", {"actions": [], "uptodate": [lookup]})
+    assert lookup.line == "Dockerfile not found: /x/Dockerfile"
+    assert capsys.readouterr() == ("", "")
