@@ -12,10 +12,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bottle import config as config_mod
-from bottle import image
 from bottle.progress import say
 from bottle.tools._proc import ToolError
 from bottle.units import human, parse_age, parse_size
@@ -23,6 +22,11 @@ from cache import cache_root
 from cache.digest import ContextDigest
 from cache.errors import UserError
 from cache.store import Store, check_root
+
+if TYPE_CHECKING:
+    from doit.exceptions import TaskFailed
+
+    from bottle import image  # imported where used: prepull and the rest need none of it
 
 # Everything after `--` on the command line, verbatim (doit would eat NAME=VALUE items).
 AGENT_ARGS: list[str] | None = None
@@ -108,6 +112,8 @@ def base_config() -> config_mod.Config:
 def _context() -> tuple[image.BuildInputs, ContextDigest]:
     """The build inputs and their digest: computed once per run, shared by the uptodate
     check and the action (a second walk would find nothing changed and lose the why)."""
+    from bottle import image
+
     inputs = image.build_inputs(base_config(), store())
     return inputs, image.digest_context(inputs, store(), dry=DRY)
 
@@ -116,6 +122,8 @@ def _context() -> tuple[image.BuildInputs, ContextDigest]:
 
 
 def decide_build() -> tuple[bool, str, str]:
+    from bottle import image
+
     inputs, ctx = _context()
     found = image.find_image(inputs, store(), ctx)
     if found.hit and found.retag:
@@ -125,11 +133,15 @@ def decide_build() -> tuple[bool, str, str]:
 
 @user_errors
 def build() -> None:
+    from bottle import image
+
     inputs, ctx = _context()
     say(f"build: {image.ensure_image(inputs, store(), ctx).line}")
 
 
 def decide_pack() -> tuple[bool, str, str]:
+    from bottle import image
+
     cfg = base_config()
     if cfg.artifact is not None and cfg.artifact.is_file():
         return True, f"using committed {cfg.artifact}", str(cfg.artifact)
@@ -143,6 +155,8 @@ def decide_pack() -> tuple[bool, str, str]:
 
 @user_errors
 def pack() -> None:
+    from bottle import image
+
     inputs, ctx = _context()
     packed = image.committed_or_packed(base_config(), inputs, store(), ctx)
     say(f"pack: {packed.line}")
@@ -275,6 +289,8 @@ def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
 
 @user_errors
 def cache_push(json_out: bool) -> None:
+    from bottle import image
+
     inputs, ctx = _context()
     result = image.push_to_remote(inputs, store(), ctx)
     if json_out:
@@ -283,6 +299,8 @@ def cache_push(json_out: bool) -> None:
 
 @user_errors
 def cache_pull(json_out: bool, smolmachine: bool) -> None:
+    from bottle import image
+
     inputs, ctx = _context()
     result = image.pull_from_remote(inputs, store(), ctx, smolmachine=smolmachine)
     say(result.pop("line"))
@@ -319,6 +337,8 @@ def cache_list(json_out: bool) -> None:
 
 @user_errors
 def cache_gc(max_size: str, max_age: str) -> None:
+    from bottle import image
+
     budget = parse_size(max_size) if max_size else None
     age = parse_age(max_age) if max_age else None
     from pathlib import Path
@@ -342,7 +362,7 @@ def cache_gc(max_size: str, max_age: str) -> None:
 
 
 @user_errors
-def cache_verify() -> Any:
+def cache_verify() -> TaskFailed | None:
     from doit.exceptions import TaskFailed
 
     checked, bad = store().verify()

@@ -93,58 +93,87 @@ class _OptionError(Exception):
 
 def _parse_options(specs: list[dict[str, Any]], args: list[str]
                    ) -> tuple[dict[str, Any], list[str]]:
-    """A task's options as doit reads them (from the same declarations): `--name=V`,
-    `--name V`, `-x V`, bool flags and their inverse; the rest are positional."""
-    by_flag: dict[str, tuple[dict[str, Any], bool]] = {}
-    for spec in specs:
-        by_flag[f"--{spec['long']}"] = (spec, True)
-        if spec.get("short"):
-            by_flag[f"-{spec['short']}"] = (spec, True)
-        if spec.get("inverse"):
-            by_flag[f"--{spec['inverse']}"] = (spec, False)
-    values: dict[str, Any] = {s["name"]: s["default"] for s in specs}
-    positional: list[str] = []
-    rest = list(args)
-    while rest:
-        arg = rest.pop(0)
-        flag, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if flag not in by_flag:
-            if arg.startswith("-") and arg != "-":
-                raise _OptionError(f"unknown option {flag}")
-            positional.append(arg)
-            continue
-        spec, on = by_flag[flag]
-        if spec["type"] is bool:
-            if eq:
-                raise _OptionError(f"option {flag} takes no value")
-            values[spec["name"]] = on
-            continue
-        if not eq:
-            if not rest:
-                raise _OptionError(f"option {flag} needs a value")
-            inline = rest.pop(0)
-        values[spec["name"]] = ([*values[spec["name"]], inline] if spec["type"] is list
-                                else inline)
-    return values, positional
+    """A task's options as doit's TaskParse reads them (getopt over the same
+    declarations: short and long forms, abbreviations, bool flags and their inverse,
+    lists appended, values converted by type); the rest are positional. What doit would
+    refuse is one `_OptionError` line."""
+    import getopt
+
+    short = "".join(o["short"] + ("" if o.get("type") is bool else ":")
+                    for o in specs if o.get("short"))
+    longs = [o["long"] + ("" if o.get("type") is bool else "=") for o in specs]
+    longs += [o["inverse"] for o in specs if o.get("inverse")]
+    try:
+        found, rest = getopt.getopt(args, short, longs)
+    except getopt.GetoptError as err:
+        raise _OptionError(str(err)) from None
+    values: dict[str, Any] = {o["name"]: list(o["default"]) if o.get("type") is list
+                              else o["default"] for o in specs}
+    for flag, value in found:
+        opt = next(o for o in specs if flag in (f"-{o.get('short')}", f"--{o['long']}",
+                                                 f"--{o.get('inverse')}"))
+        kind = opt.get("type", str)
+        if kind is bool:
+            values[opt["name"]] = flag != f"--{opt.get('inverse')}"
+        elif kind is list:
+            values[opt["name"]].append(value)
+        else:
+            try:
+                values[opt["name"]] = kind(value)
+            except ValueError:
+                raise _OptionError(f"option {flag}: {value!r} is not a "
+                                   f"{'number' if kind is int else kind.__name__}") from None
+    return values, rest
 
 
-def launch_now(args: list[str]) -> int:
-    """`bottle launch`: straight to the launch (it always runs, so doit has nothing to
-    decide), with the options doit would take from the same declarations."""
-    from bottle import actions
-    from bottle.config import options_for
+# Tasks a warm no-op runs often: asked before doit is loaded (see bottle.lookup.settled).
+_SETTLED = ("build", "pack")
+
+
+def _settled(args: list[str]) -> bool:
+    """`bottle build` or `bottle pack` alone, already up to date: its line is printed and
+    doit need not load. Anything else (options, other tasks, a task that would run, an
+    error) is doit's, which asks the same lookups again (the digest is kept)."""
+    if len(args) != 1 or args[0] not in _SETTLED:
+        return False
+    from bottle import tasks
+    from bottle.lookup import settled
+
+    try:
+        return settled(args[0], getattr(tasks, f"task_{args[0]}")())
+    except Exception:  # doit reports it as it always has
+        return False
+
+
+# Tasks that always run: run straight from their options (parsed from the same
+# declarations doit parses), without loading doit.
+_DIRECT = ("launch", "prepull")
+
+
+def run_direct(args: list[str]) -> int | None:
+    """`bottle launch|prepull [OPTIONS]`: its exit code (the agent's, for launch; 1 for a
+    one-line error, 2 for a bad option); None for any other task."""
+    if not args or args[0] not in _DIRECT:
+        return None
+    from bottle import actions, tasks
     from cache.errors import UserError
 
+    task = getattr(tasks, f"task_{args[0]}")()
     try:
-        options, positional = _parse_options(options_for("launch"), args)
+        options, positional = _parse_options(task.get("params", []), args[1:])
+        if positional and not task.get("pos_arg"):
+            raise _OptionError(f"unexpected argument {positional[0]!r}")
     except _OptionError as err:
-        print(f"bottle: error: {err} (see `bottle help launch`)", file=sys.stderr)
+        print(f"bottle: error: {err} (see `bottle help {args[0]}`)", file=sys.stderr)
         return 2
     try:
-        return actions.run_launch(positional, **options)
+        if args[0] == "launch":
+            return actions.run_launch(positional, **options)
+        actions.prepull.__wrapped__(**options)  # type: ignore[attr-defined]
     except UserError as err:
         actions.report_error(err)
         return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signals.install()
     try:
-        if args[0] == "launch":
-            return launch_now(args[1:])
-        return run_doit(args)
+        if _settled(args):
+            return 0
+        code = run_direct(args)
+        return run_doit(args) if code is None else code
     except KeyboardInterrupt as err:
         print("bottle: interrupted", file=sys.stderr)
         return signals.exit_code(err)

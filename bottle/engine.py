@@ -9,7 +9,6 @@ import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from doit.cmd_run import Run
 from doit.dependency import SqliteDB
 from doit.reporter import ConsoleReporter
 
+from bottle.lookup import Lookup, report_skipped
 from bottle.progress import say
 from cache import cache_root
 from cache.checker import XXHChecker
@@ -117,14 +117,8 @@ class BottleReporter(ConsoleReporter):  # type: ignore[misc]
         pass
 
     def skip_uptodate(self, task: Any) -> None:
-        if task.name.startswith("_"):
-            return
-        lookups = [u for u, _args, _kw in task.uptodate if isinstance(u, Lookup)]
-        print(f"{task.name}: {lookups[0].line if lookups else 'up to date'}", file=sys.stderr,
-              flush=True)
-        for lookup in lookups:
-            if lookup.stdout:
-                print(lookup.stdout, flush=True)
+        report_skipped(task.name, [u for u, _args, _kw in task.uptodate
+                                   if isinstance(u, Lookup)])
 
     def skip_ignore(self, task: Any) -> None:
         print(f"{task.name}: ignored", file=sys.stderr, flush=True)
@@ -137,29 +131,6 @@ class BottleReporter(ConsoleReporter):  # type: ignore[misc]
         if self.failures:
             self.outstream = sys.stderr
         super().complete_run()
-
-
-class Lookup:
-    """A doit uptodate check that asks the image pipeline's lookup (the one place a cache
-    hit is decided). Its text is the lookup's line, so `bottle info` tells why."""
-
-    def __init__(self, decide: Callable[[], tuple[bool, str, str]]) -> None:
-        self._decide = decide
-        self.line = "not checked yet"
-        self.stdout = ""  # printed on stdout when up to date (e.g. the artifact's path)
-
-    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        from cache.errors import UserError
-
-        try:
-            hit, self.line, self.stdout = self._decide()
-        except UserError as err:
-            self.line = str(err)  # the action will say it again, as the error it is
-            return False
-        return hit
-
-    def __repr__(self) -> str:
-        return self.line
 
 
 class BottleInfo(Info):  # type: ignore[misc]

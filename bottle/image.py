@@ -159,7 +159,7 @@ def digest_context(inputs: BuildInputs, store: Store, *, dry: bool = False) -> C
     `info`) leaves the index as it was, so the next run still tells what changed."""
     ident = os.fsencode(inputs.context.resolve()) + b"\0" + os.fsencode(
         inputs.dockerfile.resolve())
-    index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident)}.json"
+    index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident)}.idx"
     return context_digest(inputs.context, inputs.dockerfile, build_args=inputs.build_args,
                           target=inputs.target, index_path=index, write_index=not dry)
 

@@ -12,14 +12,15 @@ Every image is checked as a reference before it gets near an argv.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,6 +235,46 @@ def _up_to_date(want: Wanted) -> bool:
     return docker.engine_has_image(want.image)  # no registry traffic
 
 
+def _pull(image: str) -> None:
+    """Over the engine's API, as compose pulls; by `docker pull` where docker's config may
+    hold credentials for the registry or asks for content trust (the CLI alone does
+    those), or where the engine is not plain HTTP."""
+    domain = reference.parse(image).domain
+    if not _cli_pulls(domain, os.environ.get("DOCKER_CONTENT_TRUST", "")):
+        try:
+            docker.engine_pull(image)
+            return
+        except LookupError:
+            pass
+    docker.pull(image)
+
+
+@functools.cache
+def _cli_pulls(domain: str, trust: str) -> bool:
+    if trust not in ("", "0", "false"):
+        return True
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        data = json.loads(config.read_bytes())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True  # unreadable: the CLI says what it makes of it
+    if not isinstance(data, dict):
+        return True
+    if data.get("credsStore"):
+        return True  # a store answers for every registry
+    hosts = {_host(k) for k in (*(data.get("credHelpers") or {}), *(data.get("auths") or {}))}
+    if domain == reference.DEFAULT_DOMAIN:
+        return bool(hosts & {"docker.io", "index.docker.io", "registry-1.docker.io"})
+    return domain in hosts
+
+
+def _host(key: str) -> str:
+    """The registry in a docker config key (`https://index.docker.io/v1/`, `ghcr.io`)."""
+    return key.split("://", 1)[-1].split("/", 1)[0]
+
+
 def _fetch(want: Wanted, stop: threading.Event) -> Outcome:
     started = time.monotonic()
     if stop.is_set():
@@ -241,7 +282,7 @@ def _fetch(want: Wanted, stop: threading.Event) -> Outcome:
     if _up_to_date(want):
         return Outcome(want.image, "present", time.monotonic() - started)
     try:
-        docker.pull(want.image)
+        _pull(want.image)
     except docker.DockerError as err:
         if not want.buildable:
             stop.set()  # before this worker can take the next image
@@ -254,17 +295,42 @@ def prepull(wanted: Sequence[Wanted], *, jobs: int = 4) -> list[Outcome]:
     new pull starts; pulls under way finish. Raises `PrepullFailed` carrying all outcomes."""
     stop = threading.Event()
     outcomes: dict[str, Outcome] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="prepull") as pool:
-        futures = [pool.submit(_fetch, w, stop) for w in wanted]
-        try:
-            for f in as_completed(futures):
-                o = f.result()
-                outcomes[o.image] = o
-        except BaseException:
-            stop.set()  # Ctrl-C or engine gone: start nothing new; running pulls finish
-            for f in futures:
-                f.cancel()
-            raise
+    todo = deque(wanted)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo or errors:
+                    return
+                want = todo.popleft()
+            try:
+                got = _fetch(want, stop)
+            except BaseException as err:  # the engine gone: start nothing new
+                with lock:
+                    errors.append(err)
+                stop.set()
+                return
+            with lock:
+                outcomes[got.image] = got
+
+    workers = [threading.Thread(target=work, name=f"prepull-{i}")
+               for i in range(min(max(1, jobs), len(wanted)))]
+    for t in workers:
+        t.start()
+    try:
+        for t in workers:
+            t.join()
+    except BaseException:  # Ctrl-C: start nothing new; pulls under way finish
+        stop.set()
+        with lock:
+            todo.clear()
+        for t in workers:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
     ordered = [outcomes[w.image] for w in wanted]
     failed = [o for o, w in zip(ordered, wanted, strict=True)
               if o.status == "failed" and not w.buildable]

@@ -10,7 +10,7 @@ from typing import Any
 
 from bottle import actions
 from bottle.config import options_for
-from bottle.engine import Lookup, doit_config
+from bottle.lookup import Lookup
 
 DOIT_CONFIG: dict[str, Any] = {}  # filled by the loader when a command runs (no I/O here)
 
@@ -116,5 +116,5 @@ def task_cache_verify() -> dict[str, Any]:
     return {"actions": [actions.cache_verify], "uptodate": [False], "verbosity": 2}
 
 
-__all__ = ["DOIT_CONFIG", "doit_config",
+__all__ = ["DOIT_CONFIG",
            *[n for n in list(globals()) if n.startswith("task_")]]

@@ -455,10 +455,40 @@ class ContextFilter:
                 return self._enter_one(path, state, is_dir=is_dir)
             return self._enter_many(path, state, is_dir=is_dir)
         except BadPatternReached as err:
-            p = err.pattern
-            raise UserError(f"{p.where}: Docker cannot compile the pattern {p.text!r} "
-                            f"(Go regexp: {p.bad}) and needs it for {path!r}: the build "
-                            "fails, or silently misses the context from there on") from None
+            raise _unreachable(err.pattern, path) from None
+
+    def enter_all(self, prefix: str, names: Sequence[str], dirs: Sequence[bool],
+                  state: State) -> list[tuple[bool, State | None]]:
+        """`enter` for every name of one directory (`prefix` is its path and a slash, or
+        empty at the top): the same answers, with what they share looked up once."""
+        if len(self.matchers) != 1:
+            return [self.enter(prefix + n, state, is_dir=d)
+                    for n, d in zip(names, dirs, strict=True)]
+        path = prefix
+        try:
+            hits_in, alive = state
+            parent = cast("Hits | None", hits_in[0])  # one matcher is never gone
+            check, split = self.matchers[0].check, self._splits[0]
+            classic_alive = alive[0]
+            buildkit_alive = len(alive) > 1 and alive[1]
+            descends = [v.descends for v in self.views]
+            out: list[tuple[bool, State | None]] = []
+            for name, is_dir in zip(names, dirs, strict=True):
+                path = prefix + name
+                partial, full, hits = check(path, parent, split, hits=is_dir)
+                classic = classic_alive and not full
+                buildkit = buildkit_alive and not partial
+                sent = classic or buildkit
+                if not is_dir:
+                    out.append((sent, None))
+                    continue
+                walk_in: tuple[bool, ...] = (classic or (classic_alive and descends[0](path)),)
+                if len(alive) > 1:
+                    walk_in += (buildkit or (buildkit_alive and descends[1](path)),)
+                out.append((sent, ((hits,), walk_in) if True in walk_in else None))
+            return out
+        except BadPatternReached as err:
+            raise _unreachable(err.pattern, path) from None
 
     def _enter_one(self, path: str, state: State, *, is_dir: bool) -> tuple[bool, State | None]:
         """`enter` for one matcher (no `<Dockerfile>.dockerignore`): the warm path."""
@@ -497,6 +527,12 @@ class ContextFilter:
             w for v, w in zip(self.views, walk_in, strict=True) if v.matcher == i) else _GONE
             for i, r in enumerate(results))
         return sent, (hits, tuple(walk_in))
+
+
+def _unreachable(p: Pattern, path: str) -> UserError:
+    return UserError(f"{p.where}: Docker cannot compile the pattern {p.text!r} "
+                     f"(Go regexp: {p.bad}) and needs it for {path!r}: the build "
+                     "fails, or silently misses the context from there on")
 
 
 def dockerfile_ignore(dockerfile: Path) -> Path | None:

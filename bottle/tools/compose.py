@@ -74,8 +74,8 @@ def find(memo_dir: Path | None = None) -> Compose:
     """The compose to use. A `docker-compose` on PATH is asked its version once per
     program file (remembered in `memo_dir`, a 1.x answer costs most of a second)."""
     plugin = plugin_path()
-    if plugin is not None:
-        return Compose(PLUGIN, ("compose",), plugin, v2=True)
+    if plugin is not None:  # run as the docker CLI runs it, without the CLI's own start-up
+        return Compose(Tool(str(plugin), HINT, ComposeError), (), plugin, v2=True)
     found = STANDALONE.which()
     if found is None:
         raise BottleError(f"no compose found: {HINT}")

@@ -102,6 +102,23 @@ def test_build_task_warm_is_docker_free(project: Path, recording_docker: Path) -
     assert third.returncode == 0 and "build: built" in third.stderr, (image_id, third.stderr)
 
 
+def test_a_no_op_says_what_doit_says_without_loading_it(project: Path,
+                                                       fake_smolvm: Path) -> None:
+    """`bottle build` and `bottle pack` up to date are answered by their lookups before
+    doit loads; doit itself (`bottle run TASK`) says exactly the same."""
+    assert bottle("pack", cwd=project).returncode == 0
+    for task in ("build", "pack"):
+        fast = bottle(task, cwd=project, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        via_doit = bottle("run", task, cwd=project)
+        assert fast.returncode == via_doit.returncode == 0, fast.stderr
+        imported = [ln.rsplit("|", 1)[-1].strip() for ln in fast.stderr.splitlines()
+                    if ln.startswith("import time:")]
+        assert "bottle.image" in imported and "doit" not in imported
+        said = [ln for ln in fast.stderr.splitlines() if not ln.startswith("import time:")]
+        assert (fast.stdout, said) == (via_doit.stdout, via_doit.stderr.splitlines())
+        assert f"{task}: cache hit" in via_doit.stderr
+
+
 def test_concurrent_cold_packs_build_and_pack_once(project: Path, fake_smolvm: Path,
                                                    recording_docker: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,9 @@ ${VERSION} interpolation."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +73,15 @@ def _rmi(ref: str) -> None:
     subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, check=False)
 
 
+def _pulled_since(since: float) -> list[str]:
+    """What the engine pulled since then (its own events, whoever asked: API or CLI)."""
+    out = subprocess.run(["docker", "events", f"--since={since:.3f}",
+                          f"--until={time.time() + 0.5:.3f}", "--filter=type=image",
+                          "--filter=event=pull", "--format={{.Actor.ID}}"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 def test_pulls_exactly_the_missing_image(deployment: Path, recording_docker: Path,
                                          registry_with_two_images: RegistryHandle) -> None:
     reg = registry_with_two_images.pull_endpoint
@@ -85,18 +96,36 @@ def test_pulls_exactly_the_missing_image(deployment: Path, recording_docker: Pat
 
     _rmi(worker)
     recording_docker.write_text("")
+    since = time.time()
     second = bottle("prepull", cwd=deployment)
     assert second.returncode == 0, second.stderr
-    pulled = [c.split()[-1] for c in docker_calls(recording_docker) if c.startswith("pull")]
-    assert pulled == [worker]
-    assert all(c.startswith("pull --quiet -- ") for c in docker_calls(recording_docker)
-               if c.startswith("pull"))
+    assert _pulled_since(since) == [worker]
+    # Over the engine's API, as compose pulls (no credentials are configured here).
+    assert not [c for c in docker_calls(recording_docker) if c.startswith("pull")]
     assert "present" in second.stdout and "1 present, 1 pulled" in second.stdout
 
-    recording_docker.write_text("")
+    since = time.time()
     third = bottle("prepull", "--quiet", cwd=deployment)
     assert third.returncode == 0 and third.stdout == ""
-    assert not [c for c in docker_calls(recording_docker) if c.startswith("pull")]
+    assert _pulled_since(since) == []
+
+
+def test_credentials_in_dockers_config_go_through_the_cli(
+        deployment: Path, recording_docker: Path,
+        registry_with_two_images: RegistryHandle) -> None:
+    """Only the docker CLI reads docker's credentials (and their helpers): a registry
+    docker's config names is pulled from by `docker pull`."""
+    reg = registry_with_two_images.pull_endpoint
+    web, worker = f"{reg}/web:2.1", f"{reg}/worker:2.1"
+    config = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
+    config.write_text(json.dumps({"auths": {reg: {}}}))
+    _rmi(web)
+    _rmi(worker)
+    r = bottle("prepull", "--quiet", cwd=deployment)
+    assert r.returncode == 0, r.stderr
+    pulled = sorted(c for c in docker_calls(recording_docker) if c.startswith("pull"))
+    assert pulled == [f"pull --quiet -- {web}", f"pull --quiet -- {worker}"]
+    assert docker.engine_has_image(web) and docker.engine_has_image(worker)
 
 
 def test_bad_tag_fails_fast_with_a_clear_error(deployment: Path,
@@ -145,10 +174,9 @@ def test_pull_policies(tmp_path: Path, registry_with_two_images: RegistryHandle,
   local: {{image: "{reg}/local:1", build: ./b, pull_policy: build}}
 """)
     assert bottle("prepull", "--quiet", cwd=app).returncode == 0
-    recording_docker.write_text("")
+    since = time.time()
     r = bottle("prepull", "--json", cwd=app)
     assert r.returncode == 0, r.stderr
     got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
     assert got == {f"{reg}/web:2.1": "present", f"{reg}/worker:2.1": "pulled"}
-    pulled = [c.split()[-1] for c in docker_calls(recording_docker) if c.startswith("pull")]
-    assert pulled == [f"{reg}/worker:2.1"]
+    assert _pulled_since(since) == [f"{reg}/worker:2.1"]

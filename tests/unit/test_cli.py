@@ -127,3 +127,79 @@ def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path)
     r = bottle(*args, cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert message in r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-q"], ["--quiet", "--json"], ["-f", "a.yml", "-f", "b.yml"], ["--file=a.yml"],
+    ["-fa.yml"], ["--profile", "x", "--image=r/i:1", "--image", "r/j:2"], ["-j", "3"],
+    ["--jobs=7"], ["--proj", "d"], ["-qj2"], ["--project-dir=", "-q"],
+    ["--jobs", "x"], ["extra"], ["--nope"], ["-q", "build"], ["--file"], ["-q", "--", "x"],
+])
+def test_prepull_options_parse_as_doit_parses_them(argv: list[str]) -> None:
+    """`bottle prepull` runs without doit: its options must mean what doit makes of them
+    (the same values, the same arguments left over), and whatever doit would refuse is
+    refused too (one line)."""
+    from doit.cmdparse import CmdOption, CmdParseError, TaskParse
+
+    from bottle import cli, tasks
+
+    declared = tasks.task_prepull()["params"]
+    try:
+        params, rest = TaskParse([CmdOption(o) for o in declared]).parse(argv)
+        theirs: tuple[dict[str, object], list[str]] | None = (dict(params), rest)
+    except CmdParseError:
+        theirs = None
+    try:
+        ours: tuple[dict[str, object], list[str]] | None = cli._parse_options(declared, argv)
+    except cli._OptionError:
+        ours = None
+    assert ours == theirs
+
+
+def test_prepull_without_doit_says_what_doit_says(tmp_path: Path) -> None:
+    """The same lines and exit codes whether doit runs the task (`bottle run prepull`) or
+    not (`bottle prepull`): a bad image is refused before anything runs."""
+    for args in (["--image", "--help"], ["--image", "Bad/Ref"], ["--jobs", "0"]):
+        fast = bottle("prepull", *args, cwd=tmp_path)
+        via_doit = bottle("run", "prepull", *args, cwd=tmp_path)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (
+            via_doit.returncode, via_doit.stdout, via_doit.stderr)
+        assert fast.returncode != 0 and fast.stderr.startswith("bottle: error: ")
+
+
+def test_only_a_task_decided_by_its_lookups_alone_is_settled_before_doit(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What doit would skip as up to date: every uptodate is a Lookup saying so, and
+    nothing else (files, targets, options, other tasks) weighs in."""
+    from bottle.lookup import Lookup, settled
+
+    def hit() -> tuple[bool, str, str]:
+        return True, "cache hit 1234", "/the/artifact"
+
+    def miss() -> tuple[bool, str, str]:
+        return False, "first build", ""
+
+    assert settled("pack", {"actions": [], "uptodate": [Lookup(hit)], "verbosity": 2})
+    assert capsys.readouterr() == ("/the/artifact\n", "pack: cache hit 1234\n")
+    for task in ({"actions": [], "uptodate": [Lookup(miss)]},
+                 {"actions": [], "uptodate": [Lookup(hit), Lookup(miss)]},
+                 {"actions": [], "uptodate": [Lookup(hit)], "file_dep": ["x"]},
+                 {"actions": [], "uptodate": [Lookup(hit)], "task_dep": ["other"]},
+                 {"actions": [], "uptodate": [Lookup(hit)], "params": []},
+                 {"actions": [], "uptodate": [Lookup(hit), True]},
+                 {"actions": [], "uptodate": []}):
+        assert not settled("build", task)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_lookup_that_fails_leaves_the_task_to_doit(capsys: pytest.CaptureFixture[str]) -> None:
+    from bottle.lookup import Lookup, settled
+    from cache.errors import UserError
+
+    def broken() -> tuple[bool, str, str]:
+        raise UserError("Dockerfile not found: /x/Dockerfile")
+
+    lookup = Lookup(broken)
+    assert not settled("build", {"actions": [], "uptodate": [lookup]})
+    assert lookup.line == "Dockerfile not found: /x/Dockerfile"
+    assert capsys.readouterr() == ("", "")

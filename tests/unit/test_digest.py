@@ -22,6 +22,12 @@ def ctx(tmp_path: Path) -> Path:
     return c
 
 
+def no_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written by the test just now count as settled (not racy)."""
+    monkeypatch.setattr(digest_mod, "RACY_FINE_NS", 0)
+    monkeypatch.setattr(digest_mod, "RACY_COARSE_NS", 0)
+
+
 def d(c: Path, **kw: object) -> str:
     return context_digest(c, c / "Dockerfile", **kw).hexdigest  # type: ignore[arg-type]
 
@@ -71,7 +77,7 @@ def test_dockerfile_outside_the_context(ctx: Path, tmp_path: Path) -> None:
 def test_index_skips_unchanged_files(ctx: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / "index.json"
-    monkeypatch.setattr(digest_mod, "RACY_NS", 0)  # files here were written just now
+    no_racy_window(monkeypatch)  # files here were written just now
     first = context_digest(ctx, ctx / "Dockerfile", index_path=index)
     assert first.hashed == 3 and first.changed == ["first build of this context"]
     second = context_digest(ctx, ctx / "Dockerfile", index_path=index)
@@ -144,7 +150,7 @@ def test_dockerfile_dockerignore_counts(ctx: Path, tmp_path: Path) -> None:
 def test_changes_show_odd_names_on_one_line(ctx: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / "index.json"
-    monkeypatch.setattr(digest_mod, "RACY_NS", 0)
+    no_racy_window(monkeypatch)
     context_digest(ctx, ctx / "Dockerfile", index_path=index)
     (ctx / "src" / os.fsdecode(b"new\nline\xff")).write_text("x")
     changed = context_digest(ctx, ctx / "Dockerfile", index_path=index).changed

@@ -296,12 +296,16 @@ class TestResolution:
 
 
 def test_which_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The plugin first; else `docker-compose` by its version (asked once, remembered)."""
+    """The plugin first (run as its own program: the docker CLI's start-up is not needed to
+    render); else `docker-compose` by its version (asked once, remembered)."""
     for name in ("v2-standalone", "v1", "v2"):
         with monkeypatch.context() as m:
             log = compose_flavors.install(name, tmp_path / name, m)
             found = compose.find(tmp_path / "memo")
-            assert (found.v2, found.prefix) == (name != "v1", ("compose",) if name == "v2" else ())
+            assert (found.v2, found.prefix) == (name != "v1", ())
+            if name == "v2":
+                assert found.tool.program == str(found.program)
+                assert found.program.parent.name == "cli-plugins"
             compose.find(tmp_path / "memo")
             compose._version.cache_clear()
             compose.find(tmp_path / "memo")
@@ -361,3 +365,39 @@ def test_inputs_cover_what_either_compose_reads(tmp_path: Path) -> None:
 ])
 def test_reads_other_files(text: bytes, reads: bool) -> None:
     assert compose.reads_other_files(text) is reads
+
+
+@pytest.mark.parametrize(("config", "image", "trust", "cli"), [
+    (None, "r.example/a:1", "", False),  # no docker config: the API, as compose
+    ({}, "busybox:1", "", False),
+    ({"credsStore": "desktop"}, "r.example/a:1", "", True),  # a store answers for all
+    ({"auths": {"https://index.docker.io/v1/": {}}}, "busybox:1", "", True),
+    ({"auths": {"https://index.docker.io/v1/": {}}}, "127.0.0.1:5000/a:1", "", False),
+    ({"auths": {"127.0.0.1:5000": {"auth": "x"}}}, "127.0.0.1:5000/a:1", "", True),
+    ({"credHelpers": {"ghcr.io": "gh"}}, "ghcr.io/o/a:1", "", True),
+    ({"credHelpers": {"ghcr.io": "gh"}}, "quay.io/o/a:1", "", False),
+    ({}, "busybox:1", "1", True),  # content trust: the CLI verifies it
+    ("not json", "busybox:1", "", True),
+])
+def test_who_pulls(config: object, image: str, trust: str, cli: bool, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the engine's API unless docker's config may hold credentials for the registry
+    (only the CLI reads them, helpers included) or content trust is asked for."""
+    import json
+
+    pp._cli_pulls.cache_clear()
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    if config is not None:
+        (tmp_path / "config.json").write_text(config if isinstance(config, str)
+                                              else json.dumps(config))
+    domain = pp.reference.parse(image).domain
+    assert pp._cli_pulls(domain, trust) is cli
+
+
+def test_a_pull_goes_to_the_cli_where_the_api_cannot_reach(fake_docker: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """An engine over ssh (no plain HTTP): `docker pull`, even without credentials."""
+    pp._cli_pulls.cache_clear()
+    pp.prepull(want("img-z:1"))
+    assert pulls(fake_docker) == ["img-z:1"]

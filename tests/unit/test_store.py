@@ -375,7 +375,7 @@ def test_an_assembled_context_is_checked_on_every_use(tmp_path: Path) -> None:
     assert again == made and (again / "run").read_bytes() == b"#!/bin/sh\n"
     assert problems and "damaged" in problems[0]
     (made / "extra").write_text("x")  # a file that should not be there
-    checked, bad = store.verify()
+    _, bad = store.verify()
     assert bad == [(f"context {made.name}", "its files do not match its name")]
     assert not made.exists()
     assert not list((tmp_path / "tmp").iterdir())
