@@ -114,7 +114,7 @@ def _context() -> tuple[image.BuildInputs, ContextDigest]:
     check and the action (a second walk would find nothing changed and lose the why)."""
     from bottle import image
 
-    inputs = image.build_inputs(base_config(), store())
+    inputs = image.build_inputs(base_config(), store(), dry=DRY)
     return inputs, image.digest_context(inputs, store(), dry=DRY)
 
 
@@ -238,22 +238,29 @@ def egress(json_out: bool, write: str) -> None:
             records.append(data)
     if not records:
         say(f"egress: no launch with network = egress recorded for {here}")
+        if json_out:
+            print(json.dumps({"workspace": here, "recorded": False, "allow_list": []},
+                             indent=1))
         return
     last = max(records, key=lambda d: float(d.get("at", 0)))
     requests = eg.parse_log(str(last.get("log", "")))
     allow = eg.observed_allow_list(requests)
     if json_out:
         print(json.dumps({**{k: v for k, v in last.items() if k != "log"},
-                          "allow_list": allow}, indent=1))
+                          "recorded": True, "allow_list": allow}, indent=1))
     else:
         say(eg.summary_line(eg.summarize(requests), observe=last.get("mode") == "observe"))
         print("egress = [" + ", ".join(json.dumps(h) for h in allow) + "]")
     if write:
         from pathlib import Path
 
-        Path(write).write_text("# what the last launch reached; review, then copy into "
-                               "bottle.toml\negress = [" +
-                               ", ".join(json.dumps(h) for h in allow) + "]\n")
+        text = ("# what the last launch reached; review, then copy into bottle.toml\n"
+                "egress = [" + ", ".join(json.dumps(h) for h in allow) + "]\n")
+        try:
+            Path(write).write_text(text)
+        except OSError as err:
+            raise UserError(f"cannot write the allow-list to {write}: "
+                            f"{err.strerror or err}") from None
         say(f"egress: wrote the allow-list to {write} for review")
 
 
@@ -313,6 +320,8 @@ def cache_pull(json_out: bool, smolmachine: bool) -> None:
 
 @user_errors
 def cache_list(json_out: bool) -> None:
+    from bottle.base import IMAGE_REF_KIND
+
     s = store()
     rows: list[dict[str, Any]] = [
         {"kind": e.kind, "key": e.key, "size": e.size, "last_used": e.last_used,
@@ -320,19 +329,33 @@ def cache_list(json_out: bool) -> None:
          "path": str(e.path), "problem": problem}
         for e, problem in s.entries()
     ]
+    # Images live in the engine; the cache holds their records (context digest -> image).
+    for kind, ref_kind, field in (("image", "context", "tag"),
+                                  ("base-image", IMAGE_REF_KIND, "ref")):
+        for key, value in s.refs(ref_kind):
+            rows.append({"kind": kind, "key": key, "size": None,
+                         "last_used": s.ref_time(ref_kind, key), "created": None,
+                         "source": (value or {}).get(field),
+                         "image_id": (value or {}).get("image_id"), "path": None,
+                         "problem": None if value else "damaged record"})
     usage = s.usage()
     if json_out:
         print(json.dumps({"entries": rows, "areas": usage, "root": str(s.root)}, indent=1))
         return
-    print(f"{'KIND':<12} {'KEY':<18} {'SIZE':>10}  {'LAST USED':<19}  SOURCE")
+    width = max([len(r["key"]) for r in rows] + [3])
+    print(f"{'KIND':<12} {'KEY':<{width}} {'SIZE':>10}  {'LAST USED':<19}  SOURCE")
     for r in rows:
         used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_used"]))
         note = f"  (damaged: {r['problem']})" if r["problem"] else ""
-        print(f"{r['kind']:<12} {r['key']:<18} {human(r['size']):>10}  {used:<19}  "
-              f"{r['source'] or ''}{note}")
+        size = "in engine" if r["size"] is None else human(r["size"])
+        image = f" ({r['image_id'][7:19]})" if r.get("image_id") else ""
+        print(f"{r['kind']:<12} {r['key']:<{width}} {size:>10}  {used:<19}  "
+              f"{r['source'] or ''}{image}{note}")
     areas = ", ".join(f"{a} {human(n)}" for a, n in usage.items() if n)
-    print(f"{len(rows)} entries; {human(sum(usage.values()))} in {s.root}"
-          + (f" ({areas})" if areas else ""))
+    files = sum(1 for r in rows if r["size"] is not None)
+    images = len(rows) - files
+    print(f"{files} file{'s' * (files != 1)}, {images} image record{'s' * (images != 1)}; "
+          f"{human(sum(usage.values()))} in {s.root}" + (f" ({areas})" if areas else ""))
 
 
 @user_errors

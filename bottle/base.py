@@ -158,17 +158,21 @@ def ensure_base(
     store: Store | None = None,
     ca_certs: Path | None = None,
     progress: bool = False,
+    dry: bool = False,
 ) -> BaseImage:
     """The base image for `spec`, made only when its inputs changed or the engine lost it.
 
     `ca_certs` (a PEM bundle) is trusted for https mirrors; it is not part of the key
-    (it changes how packages travel, not which ones arrive)."""
+    (it changes how packages travel, not which ones arrive). `dry` (for `info`) makes
+    nothing: a base still to be made is returned by the tag it would get, with no id."""
     spec = spec or BaseSpec()
     store = store or Store(cache_root())
     key = spec.key(_tool_version(store))
     found = _current(store, spec, key)
     if found:
         return found
+    if dry:
+        return BaseImage(spec.tag(key), "", key)
     with store.lock(f"{IMAGE_REF_KIND}-{key}", what=f"the base image {key[:12]}"):
         found = _current(store, spec, key)  # another process may have imported it meanwhile
         if found:

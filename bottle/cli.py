@@ -22,13 +22,68 @@ def usage() -> str:
 
     lines = [f"bot-bottle {__version__}: run AI coding agents in bottles", "",
              "usage: bottle TASK [OPTIONS] [-- AGENT ARGS...]", "", "tasks:"]
-    for name in sorted(n for n in dir(tasks) if n.startswith("task_")):
-        doc = " ".join((getattr(tasks, name).__doc__ or "").strip().split("\n\n")[0].split())
-        lines.append(f"  {name[5:]:<13} {doc.split('. ')[0].rstrip('.')}")
+    for name in task_names():
+        lines.append(f"  {name:<13} {tasks.summary(getattr(tasks, f'task_{name}').__doc__)}")
     lines += ["", "  bottle help TASK    a task's options",
               "  bottle info TASK    whether a task would run, and why",
               "  bottle list         the tasks", "", describe()]
     return "\n".join(lines)
+
+
+def task_names() -> list[str]:
+    from bottle import tasks
+
+    return sorted(n[5:] for n in dir(tasks) if n.startswith("task_"))
+
+
+def task_help(name: str) -> str:
+    """`bottle help TASK`: what the task does (its whole docstring) and its options."""
+    import textwrap
+
+    from doit.cmdparse import CmdOption
+
+    from bottle import tasks
+
+    creator = getattr(tasks, f"task_{name}")
+    paragraphs = [" ".join(p.split()) for p in (creator.__doc__ or "").strip().split("\n\n")]
+    lines = [f"usage: bottle {name} [OPTIONS]" + (" [-- AGENT ARGS...]" if name == "launch"
+                                                  else ""), ""]
+    for paragraph in paragraphs:
+        lines += [*textwrap.wrap(paragraph, 88), ""]
+    params = creator().get("params", [])
+    if params:
+        lines.append("options:")
+    for opt in (CmdOption(o) for o in params):
+        lines.append(f"  {opt.help_param():<24}  {opt.help}")
+        if opt.inverse:
+            lines.append(f"  {'--' + opt.inverse:<24}  the opposite of --{opt.long}")
+    return "\n".join(lines).rstrip()
+
+
+_COMMAND_HELP = {
+    "run": "bottle run TASK...: run tasks in order (`bottle TASK` alone does the same)",
+    "list": "bottle list: the tasks, one line each",
+    "info": "bottle info TASK: whether a task would run, and why (nothing is changed)",
+    "help": "bottle help [TASK]: the usage, or one task's options",
+}
+
+
+def help_command(args: list[str]) -> int:
+    """`bottle help [NAME]`: our usage, a task's help, or a command's one line; a name
+    that is neither is an error (exit 2)."""
+    if not args:
+        print(usage())
+    elif len(args) > 1:
+        print("bottle: error: help takes one task name (see `bottle list`)", file=sys.stderr)
+        return 2
+    elif args[0] in _COMMAND_HELP:
+        print(_COMMAND_HELP[args[0]])
+    elif args[0] in task_names():
+        print(task_help(args[0]))
+    else:
+        print(f"bottle: error: no task {args[0]!r} (see `bottle list`)", file=sys.stderr)
+        return 2
+    return 0
 
 
 def version() -> str:
@@ -126,6 +181,50 @@ def _parse_options(specs: list[dict[str, Any]], args: list[str]
     return values, rest
 
 
+def _wants_help(args: list[str]) -> bool:
+    return "-h" in args or "--help" in args
+
+
+def check_command_line(args: list[str]) -> int | None:
+    """The command line doit would run (`[run [RUN OPTIONS]] TASK [OPTIONS] ...`), read
+    as doit reads it before doit loads the tasks: an unknown task or a bad option is one
+    line (exit 2), `TASK --help` the task's help (exit 0); None when it is fine."""
+    from bottle import tasks
+
+    rest = list(args)
+    if rest and rest[0] == "run":
+        from doit.cmd_run import Run
+
+        run_options = [o for o in (*Run.base_options, *Run.cmd_options) if o.get("long")]
+        try:
+            _params, rest = _parse_options(run_options, rest[1:])
+        except _OptionError as err:
+            print(f"bottle: error: run: {err}", file=sys.stderr)
+            return 2
+    names = task_names()
+    while rest:
+        name, rest = rest[0], rest[1:]
+        if name.startswith("-"):
+            print(f"bottle: error: option {name} not recognized: a task's options follow "
+                  f"its name (`bottle TASK --option`)", file=sys.stderr)
+            return 2
+        if name not in names:
+            print(f"bottle: error: no task {name!r} (see `bottle list`)", file=sys.stderr)
+            return 2
+        declared = getattr(tasks, f"task_{name}")()
+        try:
+            _params, rest = _parse_options(declared.get("params", []), rest)
+        except _OptionError as err:
+            if _wants_help(rest):
+                print(task_help(name))
+                return 0
+            print(f"bottle: error: {name}: {err} (see `bottle help {name}`)", file=sys.stderr)
+            return 2
+        if declared.get("pos_arg"):
+            break
+    return None
+
+
 # Tasks a warm no-op runs often: asked before doit is loaded (see bottle.lookup.settled).
 _SETTLED = ("build", "pack")
 
@@ -164,6 +263,9 @@ def run_direct(args: list[str]) -> int | None:
         if positional and not task.get("pos_arg"):
             raise _OptionError(f"unexpected argument {positional[0]!r}")
     except _OptionError as err:
+        if _wants_help(args[1:]):
+            print(task_help(args[0]))
+            return 0
         print(f"bottle: error: {err} (see `bottle help {args[0]}`)", file=sys.stderr)
         return 2
     try:
@@ -176,17 +278,28 @@ def run_direct(args: list[str]) -> int | None:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     from bottle import actions, signals
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args in (["-h"], ["--help"], ["help"]):
-        print(usage())
-        return 0
+    if not args or args in (["-h"], ["--help"]):
+        args = ["help"]
+    if args[0] in ("help", "list", "info"):
+        # Commands that only print: a reader that went away ends them as it ends `ls`.
+        # (Not for tasks: a launch must tear its bottle down, so it sees the error.)
+        import signal
+
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if args[0] == "help":
+        return help_command(args[1:])
     if args == ["--version"]:
         print(version())
         return 0
     args = actions.set_agent_args(args)
+    if actions.AGENT_ARGS is not None and "launch" not in args:
+        print("bottle: error: arguments after -- are the agent's; only launch takes them",
+              file=sys.stderr)
+        return 2
     if args and args[0] != "launch":
         args = _glue_values(args)
     if any(a == "" for a in args):
@@ -198,10 +311,27 @@ def main(argv: list[str] | None = None) -> int:
         if _settled(args):
             return 0
         code = run_direct(args)
+        if code is None and args[0] not in ("list", "info"):
+            code = check_command_line(args)
         return run_doit(args) if code is None else code
     except KeyboardInterrupt as err:
         print("bottle: interrupted", file=sys.stderr)
         return signals.exit_code(err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script's entry: its exit code. A reader that went away (`bottle list |
+    head -1`) ends the output quietly, not in a traceback."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        # Python flushes stdout again at exit; point it at /dev/null so that is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, as a shell reports a command a pipe cut short
+    return code
 
 
 if __name__ == "__main__":

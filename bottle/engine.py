@@ -134,7 +134,8 @@ class BottleReporter(ConsoleReporter):  # type: ignore[misc]
 
 
 class BottleInfo(Info):  # type: ignore[misc]
-    """`info TASK`: whether the task would run, and why, in one line (exit 0)."""
+    """`info TASK`: whether the task would run, and why, in one line (exit 0); what would
+    stop it (bad config, a missing context) as the error it is (exit 1)."""
 
     name = "info"
     doc_purpose = "say whether a task would run, and why"
@@ -153,6 +154,10 @@ class BottleInfo(Info):  # type: ignore[misc]
         actions.DRY = True  # look, change nothing
         status = self.dep_manager.get_status(task, tasks, get_log=True)
         lookups = [u for u, _a, _k in task.uptodate if isinstance(u, Lookup)]
+        errors = [lk.error for lk in lookups if lk.error]
+        if errors:
+            print(f"{self.bin_name}: error: {errors[0]}", file=sys.stderr, flush=True)
+            return 1
         why = "; ".join(lk.line for lk in lookups)
         if status.status == "up-to-date":
             self.outstream.write(f"{task.name}: up to date: {why or 'nothing changed'}\n")

@@ -106,17 +106,18 @@ def default_tag(cfg: Config, store: Store) -> str:
     return f"bot-bottle/{_slug(project.resolve().name)}-{cfg.agent}:{key}"
 
 
-def build_inputs(cfg: Config, store: Store) -> BuildInputs:
+def build_inputs(cfg: Config, store: Store, *, dry: bool = False) -> BuildInputs:
     """Resolve the context (the profile's own, assembled with the CA bundle where it takes
     one, unless the config names another) and check that it and the Dockerfile exist:
     one clear line when not. A profile's context gets the profile's build args, and with
-    `base = "local"` the offline base image (made by `bottle base`) as BASE."""
+    `base = "local"` the offline base image (made by `bottle base`) as BASE; `dry` (for
+    `info`) names that base without making it."""
     profile = agents.profile(cfg.agent)
     if cfg.context is not None:
         context, args, network = cfg.context, dict(cfg.build_args), cfg.build_network
     else:
         context = agents.build_context(profile, store, ca_certs=cfg.ca_certs)
-        base = _base_args(cfg, store) if profile.takes_base else {}
+        base = _base_args(cfg, store, dry=dry) if profile.takes_base else {}
         args = {**profile.build_args, **base, **cfg.build_args}
         network = cfg.build_network or profile.build_network
     dockerfile = cfg.dockerfile or context / "Dockerfile"
@@ -136,13 +137,13 @@ def remote_of(cfg: Config) -> Remote | None:
     return Remote.parse(cfg.remote, push=cfg.remote_push)
 
 
-def _base_args(cfg: Config, store: Store) -> dict[str, str]:
+def _base_args(cfg: Config, store: Store, *, dry: bool = False) -> dict[str, str]:
     """`BASE` for a profile's Dockerfile: the offline base with `base = "local"`."""
     if cfg.base != "local":
         return {}
     from bottle.base import ensure_base
 
-    return {"BASE": ensure_base(store=store, ca_certs=cfg.ca_certs).ref}
+    return {"BASE": ensure_base(store=store, ca_certs=cfg.ca_certs, dry=dry).ref}
 
 
 def proxy_inputs(cfg: Config, store: Store) -> BuildInputs:

@@ -19,15 +19,17 @@ class Lookup:
     def __init__(self, decide: Callable[[], tuple[bool, str, str]]) -> None:
         self._decide = decide
         self.line = "not checked yet"
+        self.error: str | None = None  # the user error that stopped the lookup, if one did
         self.stdout = ""  # printed on stdout when up to date (e.g. the artifact's path)
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         from cache.errors import UserError
 
+        self.error = None
         try:
             hit, self.line, self.stdout = self._decide()
         except UserError as err:
-            self.line = str(err)  # the action will say it again, as the error it is
+            self.line = self.error = str(err)  # the action says it again, as an error
             return False
         return hit
 

@@ -6,6 +6,9 @@ The bodies live in `bottle.actions`; the options come from the config keys
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from typing import Any
 
 from bottle import actions
@@ -14,16 +17,38 @@ from bottle.lookup import Lookup
 
 DOIT_CONFIG: dict[str, Any] = {}  # filled by the loader when a command runs (no I/O here)
 
+
+
+def summary(doc: str | None) -> str:
+    """A task's one-line summary: the first sentence of its docstring's first paragraph
+    (a period ends a sentence only before a space, and not in "e.g." or "i.e.")."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return re.split(r"(?<!\be\.g)(?<!\bi\.e)\.(?:\s|$)", text, maxsplit=1)[0]
+
+
+def _task(creator: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """Give doit the summary as the task's `doc` (doit would take the docstring's first
+    line, which may stop mid-sentence)."""
+
+    @functools.wraps(creator)
+    def declare() -> dict[str, Any]:
+        return {**creator(), "doc": summary(creator.__doc__)}
+
+    return declare
+
+
 _JSON = {"name": "json_out", "long": "json", "type": bool, "default": False,
          "help": "print JSON"}
 
 
+@_task
 def task_build() -> dict[str, Any]:
     """Ensure the agent image: `docker build` only when the context digest changed."""
     return {"actions": [actions.build], "uptodate": [Lookup(actions.decide_build)],
             "verbosity": 2}
 
 
+@_task
 def task_pack() -> dict[str, Any]:
     """Ensure the agent's `.smolmachine` (prints its path): repack only when the image
     changed."""
@@ -31,6 +56,7 @@ def task_pack() -> dict[str, Any]:
             "verbosity": 2}
 
 
+@_task
 def task_launch() -> dict[str, Any]:
     """Build or reuse the agent image/artifact, run the agent in a bottle, remove it.
 
@@ -40,6 +66,7 @@ def task_launch() -> dict[str, Any]:
             "pos_arg": "agent_args", "uptodate": [False], "verbosity": 2}
 
 
+@_task
 def task_prepull() -> dict[str, Any]:
     """Pull a compose deployment's missing images before it deploys (present ones: no
     network). Images come from compose's own rendered config, or from --image. A failed
@@ -51,12 +78,14 @@ def task_prepull() -> dict[str, Any]:
             "verbosity": 2}
 
 
+@_task
 def task_base() -> dict[str, Any]:
     """Make (once) the offline base image from Debian packages, for `base = "local"` where
     the official node image cannot be pulled; prints its tag."""
     return {"actions": [actions.base], "uptodate": [False], "verbosity": 2}
 
 
+@_task
 def task_egress() -> dict[str, Any]:
     """Show what the last egress-proxied launch here reached and was refused; print (or
     write, for review) its destinations as an allow-list."""
@@ -65,22 +94,26 @@ def task_egress() -> dict[str, Any]:
                                "help": "write the allow-list to this file, for review"}]}
 
 
+@_task
 def task_forget_state() -> dict[str, Any]:
     """Remove the agent state (e.g. Claude's login) kept for this project."""
     return {"actions": [actions.forget_state], "uptodate": [False], "verbosity": 2}
 
 
+@_task
 def task_sweep() -> dict[str, Any]:
     """Remove bottles (containers, networks, microVMs) left by launches that were killed."""
     return {"actions": [actions.sweep], "uptodate": [False], "verbosity": 2}
 
 
+@_task
 def task_cache_list() -> dict[str, Any]:
     """List cache entries (kind, key, size, last used, source image) and each area's size."""
     return {"actions": [actions.cache_list], "params": [_JSON], "uptodate": [False],
             "verbosity": 2}
 
 
+@_task
 def task_cache_gc() -> dict[str, Any]:
     """Drop what is over the age budget, then the least recently used over the size
     budget, in every area of the cache; remove images of ours nothing refers to."""
@@ -96,12 +129,14 @@ def task_cache_gc() -> dict[str, Any]:
     }
 
 
+@_task
 def task_cache_push() -> dict[str, Any]:
     """Push this project's image (and .smolmachine, when packed) to the shared cache."""
     return {"actions": [actions.cache_push], "params": [_JSON], "uptodate": [False],
             "verbosity": 2}
 
 
+@_task
 def task_cache_pull() -> dict[str, Any]:
     """Fetch this project's image (or .smolmachine) from the shared cache, without
     launching (warm a laptop before a flight)."""
@@ -111,6 +146,7 @@ def task_cache_pull() -> dict[str, Any]:
                                "image"}]}
 
 
+@_task
 def task_cache_verify() -> dict[str, Any]:
     """Re-hash every cache entry and check every record; remove (and name) damaged ones."""
     return {"actions": [actions.cache_verify], "uptodate": [False], "verbosity": 2}

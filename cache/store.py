@@ -195,6 +195,13 @@ class Store:
         with contextlib.suppress(OSError):
             os.utime(self._ref(kind, key))
 
+    def ref_time(self, kind: str, key: str) -> float:
+        """When the record was last written (0 when it is gone)."""
+        try:
+            return self._ref(kind, key).stat().st_mtime
+        except OSError:
+            return 0.0
+
     def refs(self, kind: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
         """(key, value) of every record of `kind`; value None when damaged."""
         d = self.area("refs") / _checked(kind, "kind")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,13 @@ def smolvm_calls(log: Path) -> list[list[str]]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line]
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """An HTTP server on a unix socket: a stand-in engine API for error paths."""
+
+    daemon_threads = True
+
+    def get_request(self) -> tuple[object, tuple[str, int]]:
+        sock, _ = self.socket.accept()
+        return sock, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port)

@@ -488,12 +488,23 @@ def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
     """The engine's inspect JSON for `ref` (id or name), None when it has no such image;
     asked over the engine's API without running `docker`, falling back to the CLI where
     the engine is not plain HTTP (TLS, ssh:// or a docker context)."""
+    what = ["docker", "image", "inspect", ref]
     try:
-        data: dict[str, Any] | None = _engine_get(
-            f"/images/{urllib.parse.quote(ref, safe='')}/json",
-            ["docker", "image", "inspect", ref], timeout)
+        status, body = _engine_request(
+            "GET", f"/images/{urllib.parse.quote(ref, safe='')}/json", what, timeout)
     except LookupError:
         return inspect_image(ref)
+    if status == 404:
+        return None
+    if status == 400 and b"invalid reference format" in body:
+        # Valid by the grammar the CLI uses, refused by this engine's older one (e.g. an
+        # upper-case first component: a registry host for the CLI, a name for the engine).
+        detail = body.decode(errors="replace").split("invalid reference format", 1)[1]
+        raise BottleError(f"bad image reference {ref!r}: this engine refuses it (invalid "
+                          f"reference format{detail.split(chr(34))[0].rstrip()})")
+    if status != 200:
+        raise DockerError(what, 1, reason=f"engine answered {status}: {body[:200]!r}")
+    data: dict[str, Any] = json.loads(body)
     return data
 
 

@@ -157,3 +157,32 @@ def test_prepull_of_a_broken_compose_file_says_where_and_why(tmp_path: Path,
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("bottle: error:")]
     assert len(errors) == 1
     assert "line 4" in errors[0] and "compose.yml" in errors[0], errors[0]
+
+
+def test_info_on_a_local_base_makes_nothing(tmp_path: Path, engine: str) -> None:
+    """`bottle info build` with `base = "local"` and no base yet says the build would run;
+    it does not run mmdebstrap (minutes) to find that out."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "mmdebstrap.log"
+    (fake / "mmdebstrap").write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = --version ] && echo "mmdebstrap 1.3.5"\n'
+        'exit 0\n')
+    (fake / "mmdebstrap").chmod(0o755)
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "bottle.toml").write_text('agent = "claude"\nbase = "local"\n')
+    r = bottle("info", "build", cwd=proj,
+               env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("build: would run: ")
+    assert log.read_text().split() == ["--version"]
+
+
+def test_info_names_what_would_stop_the_task(tmp_path: Path, engine: str) -> None:
+    (tmp_path / "bottle.toml").write_text('context = "nope"\n')
+    for task in ("build", "pack"):
+        r = bottle("info", task, cwd=tmp_path)
+        assert r.returncode == 1 and r.stdout == ""
+        assert r.stderr.strip() == (
+            f"bottle: error: build context {tmp_path / 'nope'} is not a directory")

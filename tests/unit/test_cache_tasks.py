@@ -29,10 +29,27 @@ def test_list_table_and_json(_private_cache: Path, tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["KIND", "KEY", "SIZE", "LAST", "USED", "SOURCE"]
     assert "0000000000000000" in r.stdout and "img:3000" in r.stdout
-    assert lines[-1].startswith("3 entries; ")
+    assert lines[-1].startswith("3 files, 0 image records; ")
     data = json.loads(bottle("cache_list", "--json", cwd=tmp_path).stdout)
     assert sorted(d["size"] for d in data["entries"]) == [1000, 2000, 3000]
     assert data["areas"]["objects"] >= 6000
+
+
+def test_list_shows_the_images_the_cache_records(_private_cache: Path, tmp_path: Path) -> None:
+    """An image lives in the engine; its record (context digest -> image) is the cache's,
+    and the listing shows it, with a key column as wide as the keys."""
+    store = fill(_private_cache)
+    key = "af3964fe49fcf3524d60e0ff484a0b87"
+    store.put_ref("context", key, {"image_id": "sha256:" + "e" * 64, "tag": "bot-bottle/x:1"})
+    r = bottle("cache_list", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("image "))
+    assert row.split()[:4] == ["image", key, "in", "engine"]
+    assert "bot-bottle/x:1 (eeeeeeeeeeee)" in row
+    assert r.stdout.splitlines()[-1].startswith("3 files, 1 image record; ")
+    data = json.loads(bottle("cache_list", "--json", cwd=tmp_path).stdout)
+    image = next(d for d in data["entries"] if d["kind"] == "image")
+    assert image["key"] == key and image["size"] is None and image["source"] == "bot-bottle/x:1"
 
 
 def test_verify_reports_and_fails_on_damage(_private_cache: Path, tmp_path: Path) -> None:
@@ -81,3 +98,42 @@ def test_list_and_gc_survive_damaged_metadata(_private_cache: Path, tmp_path: Pa
     assert r.returncode == 0 and "damaged" in r.stdout, r.stderr
     r = bottle("cache_gc", "--max-age", "", "--max-size", "", cwd=tmp_path)
     assert r.returncode == 0 and f"removed smolmachine/{victim.key}" in r.stderr
+
+
+def _egress_record(store: Store, workspace: Path) -> None:
+    area = store.area("egress")
+    area.mkdir(parents=True, exist_ok=True)
+    log = ("1795314253.574 TCP_MISS 200 GET allowed.test 80 -\n"
+           "1795314253.600 TCP_DENIED 403 GET denied.test 80 ERR_ACCESS_DENIED\n")
+    (area / "1-a.json").write_text(json.dumps({
+        "workspace": str(workspace.resolve()), "at": time.time(), "mode": "allow-list",
+        "log": log}))
+
+
+def test_egress_without_a_record_still_answers_json(_private_cache: Path,
+                                                     tmp_path: Path) -> None:
+    r = bottle("egress", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"workspace": str(tmp_path.resolve()), "recorded": False,
+                                    "allow_list": []}
+    assert "no launch with network = egress recorded" in r.stderr
+
+
+def test_egress_record_shown_and_written(_private_cache: Path, tmp_path: Path) -> None:
+    _egress_record(Store(_private_cache), tmp_path)
+    data = json.loads(bottle("egress", "--json", cwd=tmp_path).stdout)
+    assert data["recorded"] is True and data["allow_list"] == ["allowed.test"]
+    out = tmp_path / "allow.toml"
+    r = bottle("egress", "--write", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().endswith('egress = ["allowed.test"]\n')
+
+
+def test_egress_write_to_an_unwritable_place_is_one_line(_private_cache: Path,
+                                                          tmp_path: Path) -> None:
+    _egress_record(Store(_private_cache), tmp_path)
+    target = tmp_path / "no-such-dir" / "allow.toml"
+    r = bottle("egress", "--write", str(target), cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"bottle: error: cannot write the allow-list to {target}: No such file or directory")

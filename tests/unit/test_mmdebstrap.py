@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import socketserver
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from bottle.tools._proc import ToolMissing
 from bottle.tools.docker import DockerError
 from bottle.tools.mmdebstrap import MmdebstrapError
 from cache.store import Store
+from tests.helpers import UnixHTTPServer
 
 FAKE = """#!/bin/sh
 python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$@" >> "$FAKE_MMDEBSTRAP_LOG"
@@ -53,19 +53,11 @@ class _NoImages(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self) -> tuple[object, tuple[str, int]]:
-        sock, _ = self.socket.accept()
-        return sock, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port)
-
-
 @pytest.fixture
 def engine_without_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """An engine API that has no image at all (the error paths need no real engine)."""
     sock = tmp_path / "engine.sock"
-    server = _UnixServer(str(sock), _NoImages)
+    server = UnixHTTPServer(str(sock), _NoImages)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)

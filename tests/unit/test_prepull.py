@@ -6,7 +6,9 @@ and `pull` from $PRESENT / $BAD."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from bottle import prepull as pp
 from bottle.errors import BottleError
 from bottle.tools import compose
 from tests import compose_flavors
-from tests.helpers import bottle
+from tests.helpers import UnixHTTPServer, bottle
 
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$CALLS"
@@ -401,3 +403,39 @@ def test_a_pull_goes_to_the_cli_where_the_api_cannot_reach(fake_docker: Path,
     pp._cli_pulls.cache_clear()
     pp.prepull(want("img-z:1"))
     assert pulls(fake_docker) == ["img-z:1"]
+
+
+class _RefusesUpperCase(http.server.BaseHTTPRequestHandler):
+    """An engine (docker 20.10's grammar) that refuses an upper-case first component,
+    which the CLI's grammar reads as a registry host."""
+
+    def do_GET(self) -> None:
+        body = (b'{"message":"no such image: UPPER/x: invalid reference format: '
+                b'repository name must be lowercase"}')
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_reference_the_engine_refuses_is_one_line(tmp_path: Path) -> None:
+    sock = tmp_path / "engine.sock"
+    server = UnixHTTPServer(str(sock), _RefusesUpperCase)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = bottle("prepull", "--image", "UPPER/x", cwd=tmp_path,
+                     env={"DOCKER_HOST": f"unix://{sock}", "DOCKER_CONTEXT": "",
+                          "BOTTLE_CACHE_DIR": str(tmp_path / "cache")})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 1, run
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert "bad image reference 'UPPER/x'" in lines[0]
+    assert "repository name must be lowercase" in lines[0]
+    assert "Traceback" not in run.stderr
