@@ -189,7 +189,9 @@ class Project:
         self.env = bottle_env(self.base / "cache", {
             "PATH": f"{self.proj / 'bin'}{os.pathsep}{os.environ['PATH']}",
             "FAKE_SMOLVM_STATE": str(self.base / "smolvm")})
-        self.git = ["git", f"--git-dir={self.base / 'git'}", f"--work-tree={self.ctx}"]
+        # No background gc: it would write into the tree after the bench removed it.
+        self.git = ["git", f"--git-dir={self.base / 'git'}", f"--work-tree={self.ctx}",
+                    "-c", "gc.auto=0", "-c", "maintenance.auto=false"]
 
     def bottle(self, *args: str) -> tuple[float, float, str]:
         return run_timed(bottle_argv(*args), cwd=self.proj, env=self.env)
