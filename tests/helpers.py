@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -45,3 +47,15 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     def get_request(self) -> tuple[object, tuple[str, int]]:
         sock, _ = self.socket.accept()
         return sock, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port)
+
+
+def fake_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                 script: str) -> Path:
+    """A stand-in program `name` first on PATH for one test; returns the file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    exe = bin_dir / name
+    exe.write_text(script)
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return exe

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from bottle import egress_net
 from bottle.egress import parse_policy
 from bottle.tools import docker
 from bottle.tools.docker import DockerError
+from tests.helpers import fake_on_path
 
 FAKE = """#!/bin/sh
 # Logs argv as one JSON line; fails the verb named in $FAKE_DOCKER_FAIL.
@@ -28,13 +28,8 @@ exit 0
 
 @pytest.fixture
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "docker"
-    exe.write_text(FAKE)
-    exe.chmod(0o755)
+    fake_on_path(tmp_path, monkeypatch, "docker", FAKE)
     log = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "none-fails")
     for name in ("NETWORKS", "STDOUT", "STDERR"):

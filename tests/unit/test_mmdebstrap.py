@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from bottle.tools._proc import ToolMissing
 from bottle.tools.docker import DockerError
 from bottle.tools.mmdebstrap import MmdebstrapError
 from cache.store import Store
-from tests.helpers import UnixHTTPServer
+from tests.helpers import UnixHTTPServer, fake_on_path
 
 FAKE = """#!/bin/sh
 python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$@" >> "$FAKE_MMDEBSTRAP_LOG"
@@ -32,13 +31,8 @@ exit 25
 
 @pytest.fixture
 def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "mmdebstrap"
-    exe.write_text(FAKE)
-    exe.chmod(0o755)
+    fake_on_path(tmp_path, monkeypatch, "mmdebstrap", FAKE)
     log = tmp_path / "mmdebstrap.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_MMDEBSTRAP_LOG", str(log))
     monkeypatch.setenv("FAKE_MMDEBSTRAP_VERSION", "mmdebstrap 1.3.5")
     return log

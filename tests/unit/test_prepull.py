@@ -17,7 +17,7 @@ from bottle import prepull as pp
 from bottle.errors import BottleError
 from bottle.tools import compose
 from tests import compose_flavors
-from tests.helpers import UnixHTTPServer, bottle
+from tests.helpers import UnixHTTPServer, bottle, fake_on_path
 
 FAKE_DOCKER = """#!/bin/sh
 echo "$*" >> "$CALLS"
@@ -39,13 +39,9 @@ exit 0
 
 @pytest.fixture
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
+    fake_on_path(tmp_path, monkeypatch, "docker", FAKE_DOCKER)
     calls = tmp_path / "calls"
     calls.touch()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("CALLS", str(calls))
     # An engine only the docker CLI can reach (as over ssh): every check goes through it.
     monkeypatch.setenv("DOCKER_HOST", "ssh://unit-test-engine")
