@@ -49,4 +49,18 @@ def private_engine(prefix: str) -> Iterator[str | None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        _unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _unmount_under(base: Path) -> None:
+    """Lazily unmount what dockerd left mounted below `base` (its default network
+    namespace survives a shutdown that was not clean), deepest first, so the directory
+    can go."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    for point in sorted((m for m in points if m.startswith(f"{base}/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
