@@ -11,7 +11,6 @@ source. `Config` is a pure value: loading it reads files, using it does not.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
@@ -153,6 +152,8 @@ def _names(v: Any) -> list[str]:
 
 
 def _cidrs(v: Any) -> list[str]:
+    import ipaddress
+
     out = []
     for c in _list(v):
         try:

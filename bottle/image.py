@@ -27,7 +27,6 @@ from bottle.tools import crane, skopeo
 from bottle.tools import docker as docker_mod
 from bottle.tools import smolvm as _smolvm
 from bottle.tools._proc import ToolError
-from bottle.tools.registry import ephemeral_registry
 from cache.digest import ContextDigest, context_digest
 from cache.errors import StorageError
 from cache.store import Entry, Store
@@ -399,6 +398,8 @@ def _pack_into(work: Path, inputs: BuildInputs, built: Built,
     if dialect.packs_archives:
         _smolvm.pack_create(tarball, stem, dialect=dialect, state_dir=state_dir, progress=True)
     else:
+        from bottle.tools.registry import ephemeral_registry  # only a pack needs one
+
         with ephemeral_registry(tmp=work) as reg:
             with progress.step("push"):
                 push_tarball(tarball, f"{reg.push_endpoint}/{REPO}:{key}")

@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,7 +276,7 @@ class Store:
                 return found, False
             self._evict(self._entry_dir(kind, key))  # damaged, and we hold its lock
             self._sweep_tmp(held=f"{kind}-{key}")
-            work = self.area("tmp") / f"{kind}-{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            work = self.area("tmp") / f"{kind}-{key}.{os.getpid()}.{os.urandom(4).hex()}"
             try:
                 work.mkdir(parents=True)
                 meta = self._build(kind, key, work, build, keep)
@@ -334,7 +333,7 @@ class Store:
         if not path.exists():
             return
         # Rename first so nobody ever reads a half-deleted entry.
-        grave = self.area("tmp") / f"evicted-{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        grave = self.area("tmp") / f"evicted-{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
         grave.parent.mkdir(parents=True, exist_ok=True)
         os.rename(path, grave)
         shutil.rmtree(grave, ignore_errors=True)
@@ -461,7 +460,7 @@ class Store:
             self._on_problem(f"cache: {target.name} is damaged; making it again")
             with contextlib.suppress(OSError):
                 self._evict(target)
-        work = self.area("tmp") / f"contexts.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        work = self.area("tmp") / f"contexts.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             work.mkdir(parents=True)
             for name, (data, mode) in files.items():

@@ -7,7 +7,6 @@ values come after `--`. Secrets never reach argv: container env is passed as bar
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -15,13 +14,16 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bottle import reference
 from bottle.errors import BottleError
 from bottle.tools import _proc
 from bottle.tools._argv import eq, flag, pairs_eq, repeat_eq
 from bottle.tools._proc import Command, Result, Tool, ToolError
+
+if TYPE_CHECKING:
+    import http.client
 
 
 class DockerError(ToolError):
@@ -394,21 +396,22 @@ def labels_of(row: Mapping[str, Any]) -> dict[str, str]:
 # --- engine API, for the hot path that must not spawn `docker` -------------------------
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 def _engine_connection(timeout: float) -> http.client.HTTPConnection | None:
     if os.environ.get("DOCKER_CONTEXT"):
         return None
+    import http.client  # here, not at the top: a warm no-op that asks no engine skips it
+
+    class _UnixHTTPConnection(http.client.HTTPConnection):
+        def __init__(self, path: str, timeout: float) -> None:
+            super().__init__("localhost", timeout=timeout)
+            self._path = path
+
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+            self.sock = sock
+
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     url = urllib.parse.urlparse(host)
     if url.scheme == "unix":

@@ -81,7 +81,7 @@ def pipeline(calls: list[str], dialect: Dialect,
             patch.object(image.docker_mod, "engine_image", side_effect=engine.get) as has, \
             patch.object(image.docker_mod, "save", side_effect=_fake_save(calls)) as save, \
             patch.object(image.docker_mod, "tag") as tag, \
-            patch.object(image, "ephemeral_registry", side_effect=registry) as reg, \
+            patch("bottle.tools.registry.ephemeral_registry", side_effect=registry) as reg, \
             patch.object(image, "push_tarball",
                          side_effect=lambda *a: calls.append("push")) as push, \
             patch.object(image._smolvm, "detect_dialect", return_value=dialect), \
