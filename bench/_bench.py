@@ -16,7 +16,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the tests' private engine (tests/engines.py)
 BOTTLE = [sys.executable, "-m", "bottle"]
 NODE_UID = 1000  # the example image's node: a workspace it owns needs no user-mapped image
 
@@ -56,12 +57,7 @@ def free_port() -> int:
 class Engine:
     """A private dockerd: `host` is its DOCKER_HOST."""
 
-    base: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.base / 'docker.sock'}"
+    host: str
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.host}
@@ -86,38 +82,21 @@ class Engine:
 
 @contextmanager
 def engine(prefix: str) -> Iterator[Engine]:
-    """Start a dockerd in a new temp dir; stop it and remove the dir (its images too)."""
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    with (base / "log").open("wb") as log:
-        proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-             "--pidfile", str(base / "pid"), "--host", f"unix://{base / 'docker.sock'}",
-             "--bridge=none", "--iptables=false", "--ip6tables=false"],
-            stdout=log, stderr=subprocess.STDOUT)
-    eng = Engine(base, proc)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "version"], env=eng.env(),
-                             capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                die(f"dockerd in {base} did not start: {(base / 'log').read_text()[-500:]}")
-            time.sleep(0.2)
-        yield eng
-    finally:
-        with _suppress_signals():
-            ids = subprocess.run(["docker", "ps", "-aq"], env=eng.env(), capture_output=True,
-                                 text=True).stdout.split()
-            if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], env=eng.env(),
-                               capture_output=True)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            subprocess.run(["umount", "-R", str(base / "exec")], capture_output=True)
-            shutil.rmtree(base, ignore_errors=True)
+    """A dockerd of the bench's own (the tests' private engine: its directory, images and
+    all, goes at the end); its containers are removed first, not cut short by a Ctrl-C."""
+    from tests.engines import private_engine
+
+    with private_engine(prefix) as host:
+        if host is None:
+            die("could not start a dockerd (needs root and dockerd on PATH)")
+        eng = Engine(host)
+        try:
+            yield eng
+        finally:
+            with _suppress_signals():
+                ids = eng.docker("ps", "-aq", check=False).split()
+                if ids:
+                    eng.docker("rm", "-f", *ids, check=False)
 
 
 @contextmanager
