@@ -64,7 +64,7 @@ def docker_host() -> Iterator[str]:
 
     On the user's own engine, the session ends with a check: every container, image and
     network the tests made is gone (else the run fails, naming them)."""
-    from tests.engines import answers, private_engine
+    from tests.engines import answers, engine_for_tests
 
     if answers():
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -74,12 +74,8 @@ def docker_host() -> Iterator[str]:
         left = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
         assert not left, f"the tests left these on the engine: {left}"
         return
-    with private_engine("bb-dockerd.") as host:
-        if host is None:
-            msg = "no Docker engine (set DOCKER_HOST, or run as root with docker.io installed)"
-            if os.environ.get("CI"):
-                pytest.fail(msg)
-            pytest.skip(msg)
+    with engine_for_tests("bb-dockerd.", "no Docker engine (set DOCKER_HOST, or run as "
+                          "root with docker.io installed)") as host:
         yield host
 
 

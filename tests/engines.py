@@ -53,6 +53,20 @@ def private_engine(prefix: str) -> Iterator[str | None]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextmanager
+def engine_for_tests(prefix: str, missing: str) -> Iterator[str]:
+    """A private dockerd for a test session or module: skipped where none can start,
+    failed under CI=true (where a missing engine is a broken machine, not a choice)."""
+    import pytest
+
+    with private_engine(prefix) as host:
+        if host is None:
+            if os.environ.get("CI"):
+                pytest.fail(missing)
+            pytest.skip(missing)
+        yield host
+
+
 def _unmount_under(base: Path) -> None:
     """Lazily unmount what dockerd left mounted below `base` (its default network
     namespace survives a shutdown that was not clean), deepest first, so the directory
