@@ -322,8 +322,18 @@ def _run(argv: list[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The console script's entry: its exit code. A reader that went away (`bottle list |
     head -1`) ends the output quietly, not in a traceback."""
+    from bottle import signals
+
     try:
-        code = _run(argv)
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt as err:  # before the handlers were in place (imports)
+            print("bottle: interrupted", file=sys.stderr)
+            code = signals.exit_code(err)
+        # Done: a signal from here on (a second Ctrl-C after the teardown) changes nothing,
+        # so it must not break the last flush or the interpreter's shutdown.
+        if argv is None:  # the console script, not a caller in its own process
+            signals.ignore()
         sys.stdout.flush()
     except BrokenPipeError:
         import os

@@ -61,6 +61,14 @@ def install() -> None:
         signal.signal(sig, _handler)
 
 
+def ignore() -> None:
+    """From here on SIGINT, SIGTERM and SIGHUP are ignored (the run is over)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in _CAUGHT:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def shielded(what: str) -> Iterator[None]:
     """Run a teardown to its end: a signal that arrives meanwhile is reported and then

@@ -241,6 +241,42 @@ def test_sigterm_exits_143(workspace: Path) -> None:
     assert bottles() == []
 
 
+def test_an_interrupt_while_bottle_starts_up_is_quiet(workspace: Path) -> None:
+    """A Ctrl-C before the handlers are in place (Python still importing) is a quiet 130,
+    not a KeyboardInterrupt traceback."""
+    for delay in (0.0, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2):
+        p = spawn("launch", "--headless", "--", "--sleep", "30", cwd=workspace)
+        # From the moment our imports load xxhash (a Ctrl-C while the interpreter itself
+        # starts is Python's to report, not ours).
+        maps = Path(f"/proc/{p.pid}/maps")
+        deadline = time.monotonic() + 30
+        while p.poll() is None and "xxhash" not in maps.read_text():
+            assert time.monotonic() < deadline, "bottle never got to its imports"
+            time.sleep(0.001)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert "Traceback" not in err, (delay, err)
+        assert p.returncode in (130, -signal.SIGINT), (delay, p.returncode, err)
+    assert bottles() == []
+
+
+def test_interrupts_after_the_teardown_change_nothing(workspace: Path) -> None:
+    """Ctrl-C pressed again and again as bottle finishes: the teardown's exit code, no
+    traceback from the last flush or the interpreter's shutdown."""
+    for _ in range(3):
+        p = spawn("launch", "--headless", "--", "--sleep", "30", cwd=workspace)
+        wait_for(lambda: bool(bottles()))
+        p.send_signal(signal.SIGTERM)
+        while p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+        err = p.stderr.read() if p.stderr else ""
+        assert "Traceback" not in err, err
+        assert p.returncode in (130, 143), (p.returncode, err)
+    assert bottles() == []
+
+
 # --- the sweep never removes what it cannot prove dead (issue 8.7) -----------------------
 
 
