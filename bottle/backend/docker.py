@@ -52,7 +52,9 @@ LABEL_USER_OF = "bot-bottle.user-of"
 # Maps the agent's user to the workspace owner: passwd/group entries and its home.
 _REMAP = r"""set -eu
 u="$1"; uid="$2"; gid="$3"
-line=$(grep "^$u:" /etc/passwd) || { echo "bot-bottle: the image has no user $u" >&2; exit 3; }
+line=$(awk -F: -v u="$u" '$1 == u || $3 == u { print; exit }' /etc/passwd)
+[ -n "$line" ] || { echo "bot-bottle: the image has no user $u" >&2; exit 3; }
+u=$(echo "$line" | cut -d: -f1)  # `user` may be a uid: the name from here on
 old_uid=$(echo "$line" | cut -d: -f3); old_gid=$(echo "$line" | cut -d: -f4)
 home=$(echo "$line" | cut -d: -f6)
 [ "$old_uid" != 0 ] || { echo "bot-bottle: user $u is root (uid 0) in the image" >&2; exit 4; }
@@ -153,14 +155,15 @@ class DockerBottle:
         self.left += self._teardown.close()
 
 
-def _image_user(base_id: str, user: str, store: Store) -> tuple[int, int] | None:
-    """`user`'s uid and gid in the image (read from its /etc/passwd through a container
-    that is created, never started, then removed; the answer is kept per image). None
-    when the image has no such user or no /etc/passwd."""
-    key = xxhash.xxh64_hexdigest(f"{base_id}\0{user}".encode())
+def _image_user(base_id: str, user: str, store: Store) -> tuple[str, int, int] | None:
+    """`user` (a name or a uid) in the image: its name, uid and gid, read from its
+    /etc/passwd through a container that is created, never started, then removed; the
+    answer is kept per image. None when the image has no such user or no /etc/passwd."""
+    key = xxhash.xxh64_hexdigest(f"{base_id}\0{user}\0name".encode())
     ref = store.get_ref("image-user", key)
     if ref is not None:
-        return (int(ref["uid"]), int(ref["gid"])) if ref.get("found") else None
+        return (str(ref["name"]), int(ref["uid"]), int(ref["gid"])) if ref.get("found") \
+            else None
     name = f"bot-bottle-peek-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         _proc.run(docker_mod.create_cmd(base_id, [], RunSpec(
@@ -171,8 +174,10 @@ def _image_user(base_id: str, user: str, store: Store) -> tuple[int, int] | None
         docker_mod.remove_container(name)
     ids = _passwd_ids(_file_in_tar(r.data), user) if r.returncode == 0 else None
     with contextlib.suppress(StorageError):
-        store.put_ref("image-user", key, {"found": ids is not None, "uid": ids[0] if ids else 0,
-                                          "gid": ids[1] if ids else 0})
+        store.put_ref("image-user", key, {"found": ids is not None,
+                                          "name": ids[0] if ids else "",
+                                          "uid": ids[1] if ids else 0,
+                                          "gid": ids[2] if ids else 0})
     return ids
 
 
@@ -187,33 +192,35 @@ def _file_in_tar(data: bytes) -> str:
     return ""
 
 
-def _passwd_ids(passwd: str, user: str) -> tuple[int, int] | None:
-    """uid and gid of `user` in an /etc/passwd."""
-    for line in passwd.splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == user and fields[2].isdigit() \
-                and fields[3].isdigit():
-            return int(fields[2]), int(fields[3])
+def _passwd_ids(passwd: str, user: str) -> tuple[str, int, int] | None:
+    """Name, uid and gid of `user` (a name, else a uid) in an /etc/passwd."""
+    rows = [f for f in (line.split(":") for line in passwd.splitlines())
+            if len(f) >= 4 and f[2].isdigit() and f[3].isdigit()]
+    for f in [r for r in rows if r[0] == user] or [r for r in rows if r[2] == user]:
+        return f[0], int(f[2]), int(f[3])
     return None
 
 
-def _user_image(base_id: str, user: str, uid: int, gid: int, store: Store) -> str:
+def _user_image(base_id: str, user: str, uid: int, gid: int,
+                store: Store) -> tuple[str, str]:
     """`base_id` with `user` mapped to uid:gid: the image itself when the user already has
-    them, else a derived image (built once, then found by its record)."""
+    them, else a derived image (built once, then found by its record); and the name to
+    run as (`user` may be given as a uid, which the mapping changes)."""
     ids = _image_user(base_id, user, store)
-    if ids is not None and ids[0] == 0:
-        raise BottleError(f"cannot run the agent as {user}: user {user} is root (uid 0) in "
-                          "the image")
-    if ids == (uid, gid):
-        return base_id
+    if ids is not None and ids[1] == 0:
+        raise BottleError(f"cannot run the agent as {user}: user {ids[0]} is root (uid 0) "
+                          "in the image")
+    name = ids[0] if ids else user
+    if ids is not None and ids[1:] == (uid, gid):
+        return base_id, name
     key = xxhash.xxh64_hexdigest(f"{base_id}\0{user}\0{uid}\0{gid}".encode())
     ref = store.get_ref("user-image", key)
     if ref and docker_mod.engine_has_image(str(ref["image_id"])):
-        return str(ref["image_id"])
+        return str(ref["image_id"]), name
     with store.lock(f"user-image-{key}", what=f"the {user} image"):
         ref = store.get_ref("user-image", key)
         if ref and docker_mod.engine_has_image(str(ref["image_id"])):
-            return str(ref["image_id"])
+            return str(ref["image_id"]), name
         dockerfile = (
             f"FROM {base_id}\nUSER 0:0\nCOPY remap.sh /tmp/bot-bottle-remap.sh\n"
             f'RUN ["/bin/sh", "-c", "sh /tmp/bot-bottle-remap.sh {user} {uid} {gid} '
@@ -231,7 +238,7 @@ def _user_image(base_id: str, user: str, uid: int, gid: int, store: Store) -> st
             raise BottleError(f"cannot run the agent as {user}: {why}") from None
         with contextlib.suppress(StorageError):  # a read-only cache: asked again next time
             store.put_ref("user-image", key, {"image_id": image_id, "base": base_id})
-        return image_id
+        return image_id, name
 
 
 def _tar(files: dict[str, str]) -> bytes:
@@ -277,8 +284,8 @@ class DockerBackend:
         if owner.st_uid == 0:
             progress.say("launch: the workspace is owned by root, so the agent runs as root "
                          "in the bottle (with no capabilities)")
-        run_image = _user_image(prepared.image_id, spec.user, owner.st_uid, owner.st_gid,
-                                store)
+        run_image, run_user = _user_image(prepared.image_id, spec.user, owner.st_uid,
+                                          owner.st_gid, store)
         teardown = Teardown(f"bottle {spec.name}")
         env = {**spec.env, **spec.secrets}
         net: egress_net.EgressNet | None = None
@@ -288,7 +295,7 @@ class DockerBackend:
         run = RunSpec(
             name=spec.name, labels=labels(spec, "agent", store), remove=True, init=True,
             env_names=list(env), network=net.network if net else _network(spec),
-            user=spec.user, mounts=[Mount(spec.workspace.resolve(), WORKSPACE),
+            user=run_user, mounts=[Mount(spec.workspace.resolve(), WORKSPACE),
                                     *_state_mounts(spec, owner.st_uid, owner.st_gid)],
             workdir=WORKSPACE, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             pids_limit=spec.pids_limit, cpus=spec.cpus, memory=spec.memory,

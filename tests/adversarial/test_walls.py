@@ -342,6 +342,15 @@ def test_an_image_whose_agent_user_is_root_is_refused(workspace: Path, tmp_path:
     assert bottles() == []
 
 
+@pytest.mark.parametrize("user", ["node", "1000"])
+def test_the_agent_user_by_name_or_uid_becomes_the_workspace_owner(workspace: Path,
+                                                                    user: str) -> None:
+    (workspace / "bottle.toml").write_text(f'user = "{user}"\n')
+    r = bottle("launch", "--headless", cwd=workspace)
+    assert r.returncode == 0, r.stderr
+    assert f"user: node uid={WORKSPACE_UID}" in r.stdout
+
+
 # --- a full disk and a read-only cache (issue 8.11) -----------------------------------
 
 
