@@ -181,6 +181,25 @@ def _parse_options(specs: list[dict[str, Any]], args: list[str]
     return values, rest
 
 
+def check_list_info(args: list[str]) -> int | None:
+    """`bottle list` (no arguments) and `bottle info TASK` (one task name), checked before
+    doit reads them: its help (exit 0) or one line (exit 2); None when it is fine."""
+    name, rest = args[0], args[1:]
+    if _wants_help(rest):
+        print(_COMMAND_HELP[name])
+        return 0
+    if name == "list" and rest:
+        print("bottle: error: list takes no arguments", file=sys.stderr)
+        return 2
+    if name == "info" and (len(rest) != 1 or rest[0].startswith("-")):
+        print("bottle: error: info takes one task name (see `bottle list`)", file=sys.stderr)
+        return 2
+    if name == "info" and rest[0] not in task_names():
+        print(f"bottle: error: no task {rest[0]!r} (see `bottle list`)", file=sys.stderr)
+        return 2
+    return None
+
+
 def _wants_help(args: list[str]) -> bool:
     return "-h" in args or "--help" in args
 
@@ -260,6 +279,11 @@ def run_direct(args: list[str]) -> int | None:
     task = getattr(tasks, f"task_{args[0]}")()
     try:
         options, positional = _parse_options(task.get("params", []), args[1:])
+        if positional and args[0] == "launch":
+            # The agent's arguments go after `--` only, so a stray word is never taken for
+            # one (nor dropped beside them, nor read as another task).
+            raise _OptionError(f"unexpected argument {positional[0]!r}: the agent's "
+                               f"arguments go after -- (bottle launch -- {positional[0]})")
         if positional and not task.get("pos_arg"):
             raise _OptionError(f"unexpected argument {positional[0]!r}")
     except _OptionError as err:
@@ -311,8 +335,9 @@ def _run(argv: list[str] | None) -> int:
         if _settled(args):
             return 0
         code = run_direct(args)
-        if code is None and args[0] not in ("list", "info"):
-            code = check_command_line(args)
+        if code is None:
+            code = (check_list_info(args) if args[0] in ("list", "info")
+                    else check_command_line(args))
         return run_doit(args) if code is None else code
     except KeyboardInterrupt as err:
         print("bottle: interrupted", file=sys.stderr)

@@ -134,6 +134,17 @@ def test_task_state_survives_in_a_fresh_database(tmp_path: Path, _private_cache:
     (["build", "--", "x"], "arguments after -- are the agent's; only launch takes them"),
     (["help", "nosuch"], "no task 'nosuch' (see `bottle list`)"),
     (["help", "launch", "extra"], "help takes one task name"),
+    (["launch", "x", "y", "--", "z"], "unexpected argument 'x': the agent's arguments go "
+                                      "after --"),
+    (["launch", "--headless", "hello"], "unexpected argument 'hello'"),
+    (["launch", "sweep"], "unexpected argument 'sweep'"),
+    (["list", "-x"], "list takes no arguments"),
+    (["list", "--bogus"], "list takes no arguments"),
+    (["list", "build"], "list takes no arguments"),
+    (["info"], "info takes one task name"),
+    (["info", "build", "build"], "info takes one task name"),
+    (["info", "launch", "--bogus"], "info takes one task name"),
+    (["info", "bogus"], "no task 'bogus' (see `bottle list`)"),
 ])
 def test_bad_options_are_one_line(args: list[str], message: str, tmp_path: Path,
                                   _private_cache: Path) -> None:
