@@ -183,12 +183,16 @@ def launch(agent_args: list[str], **options: Any) -> None:
 
 @user_errors
 def sweep() -> None:
+    from bottle.errors import BottleError
     from bottle.launch import sweep as run
 
-    removed = run(store())
+    removed, unchecked = run(store())
     for name in removed:
         say(f"sweep: removed {name}")
-    say(f"sweep: removed {len(removed)} things left by killed launches")
+    n = len(removed)
+    say(f"sweep: removed {n} {'thing' if n == 1 else 'things'} left by killed launches")
+    if unchecked:
+        raise BottleError(f"sweep: {'; '.join(unchecked)}")
 
 
 @user_errors
@@ -381,7 +385,7 @@ def cache_gc(max_size: str, max_age: str) -> None:
     for line in images:
         say(f"cache_gc: removed image {line}")
     say(f"cache_gc: removed {len(removed)} cache items ({human(sum(r.size for r in removed))})"
-        f" and {len(images)} images")
+        f" and {len(images)} image{'' if len(images) == 1 else 's'}")
 
 
 @user_errors

@@ -85,12 +85,19 @@ def state_dir(cfg: Config, store: Store) -> Path:
     return store.area("state") / f"{cfg.agent}-{key}"
 
 
-def sweep(store: Store, only: Backend | None = None) -> list[str]:
-    """What launches that were killed left behind, removed (every available backend)."""
+def sweep(store: Store, only: Backend | None = None) -> tuple[list[str], list[str]]:
+    """What launches that were killed left behind, removed (by `only`, else by every
+    backend): what went, and why a backend could not be checked."""
     removed: list[str] = []
+    unchecked: list[str] = []
     for b in [only] if only else backends.registry().values():
-        removed += b.sweep(store)
-    return removed
+        try:
+            removed += b.sweep(store)
+        except BottleError as err:
+            if only:
+                raise
+            unchecked.append(str(err))
+    return removed, unchecked
 
 
 def launch(cfg: Config, store: Store) -> int:
@@ -101,7 +108,7 @@ def launch(cfg: Config, store: Store) -> int:
                           "scripts)")
     tty = cfg.tty if cfg.tty is not None else terminal
     spec = spec_of(cfg, store, tty=tty)
-    for name in sweep(store, backend):
+    for name in sweep(store, backend)[0]:
         say(f"launch: removed {name}, left by a launch that was killed")
     prepared = backend.prepare(cfg, store)
     say(prepared.line)

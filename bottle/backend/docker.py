@@ -315,9 +315,10 @@ class DockerBackend:
 
     def sweep(self, store: Store) -> list[str]:
         """Remove bottles (their proxies and networks) whose launching process is
-        provably gone."""
-        if self.available(store) is not None:
-            return []
+        provably gone. A BottleError when the engine cannot be asked."""
+        why = self.available(store)
+        if why is not None:
+            raise BottleError(f"docker not checked: {why}")
         dead = [name for name, marks in docker_mod.labelled("containers", {LABEL: "1"})
                 if launcher_dead(marks.get(f"{LABEL}.owner"))]
         removed = [name for name in dead if docker_mod.remove_container(name)]

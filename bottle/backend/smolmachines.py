@@ -218,12 +218,16 @@ class SmolmachinesBackend:
         return bottle
 
     def sweep(self, store: Store) -> list[str]:
-        """Stop and delete machines whose launching process is provably gone."""
+        """Stop and delete machines whose launching process is provably gone (a
+        BottleError when there are records but no smolvm to remove their machines: the
+        records stay until it can)."""
         removed: list[str] = []
         runs = store.area("run") / "smolmachines"
-        if not smolvm.TOOL.available():
-            return removed  # the records stay until smolvm can remove their machines
-        for record in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        records = sorted(runs.glob("*.json")) if runs.is_dir() else []
+        if records and not smolvm.TOOL.available():
+            raise BottleError(f"{len(records)} microVM launch record(s) not checked: smolvm "
+                              "not found on PATH")
+        for record in records:
             try:
                 data = json.loads(record.read_text())
             except (OSError, ValueError):

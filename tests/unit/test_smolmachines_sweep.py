@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bottle.backend import owner_token
 from bottle.backend.smolmachines import SmolmachinesBackend
+from bottle.errors import BottleError
 from bottle.tools import smolvm
 from cache import cache_root
 from cache.store import Store
-from tests.helpers import smolvm_calls
+from tests.helpers import bottle, smolvm_calls
 
 
 def _runs() -> Path:
@@ -43,3 +46,20 @@ def test_sweeps_dead_launchers_only(fake_smolvm: Path, tmp_path: Path) -> None:
     assert [p.stem for p in _runs().glob("*.json")] == ["bot-bottle-live"]
     verbs = [c[1:3] for c in smolvm_calls(fake_smolvm) if "bot-bottle-dead" in c]
     assert verbs[-2:] == [["stop", "--name"], ["delete", "--name"]]
+
+
+def test_records_without_smolvm_are_said_not_checked(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no smolvm
+    assert SmolmachinesBackend().sweep(Store(cache_root())) == []  # no record: nothing to say
+    _record("bot-bottle-x", owner_token())
+    with pytest.raises(BottleError, match=r"1 microVM launch record\(s\) not checked"):
+        SmolmachinesBackend().sweep(Store(cache_root()))
+    assert [p.stem for p in _runs().glob("*.json")] == ["bot-bottle-x"]  # kept for later
+
+
+def test_sweep_says_when_the_engine_cannot_be_asked(tmp_path: Path) -> None:
+    r = bottle("sweep", cwd=tmp_path, env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1].startswith(
+        "bottle: error: sweep: docker not checked: cannot reach the Docker engine at")
