@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bottle import config as config_mod
+from bottle.errors import BottleError
 from bottle.progress import say
 from bottle.tools._proc import ToolError
 from bottle.units import human, parse_age, parse_size
@@ -183,7 +184,6 @@ def launch(agent_args: list[str], **options: Any) -> None:
 
 @user_errors
 def sweep() -> None:
-    from bottle.errors import BottleError
     from bottle.launch import sweep as run
 
     removed, unchecked = run(store())
@@ -368,6 +368,11 @@ def cache_gc(max_size: str, max_age: str) -> None:
 
     budget = parse_size(max_size) if max_size else None
     age = parse_age(max_age) if max_age else None
+    if store().root.exists() and not os.access(store().root, os.W_OK):
+        # A cache it cannot write cannot have recorded what it uses: an image would look
+        # unreferenced when its record was simply never written.
+        raise BottleError(f"cache_gc: the cache at {store().root} is read-only: nothing "
+                          "removed")
     from pathlib import Path
 
     from bottle.engine import dep_file

@@ -407,6 +407,13 @@ def test_a_read_only_cache_still_launches_and_the_exit_code_wins(workspace: Path
         assert "read-only" in r.stderr  # said once, as a warning
         r = bottle("build", cwd=workspace, env={"BOTTLE_BUILD_ARGS": "UNUSED=2"})
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        # The images built meanwhile have no record: gc must not take them for garbage.
+        images = subprocess.run(["docker", "images", "-q"], capture_output=True,
+                                text=True).stdout
+        r = bottle("cache_gc", cwd=workspace)
+        assert r.returncode == 1 and "is read-only: nothing removed" in one_clear_line(r.stderr)
+        assert subprocess.run(["docker", "images", "-q"], capture_output=True,
+                              text=True).stdout == images
     finally:
         subprocess.run(["umount", "-l", str(cache)], capture_output=True)
     assert bottles() == []
