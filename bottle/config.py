@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bottle.errors import ConfigError
+from bottle.errors import BottleError, ConfigError
 
 BACKENDS = ("docker", "smolmachines", "auto")
 AGENTS = ("example", "claude")
@@ -178,6 +178,44 @@ def _network(v: Any) -> str:
     return name
 
 
+def _egress_network(v: Any) -> str:
+    name = _text(v)
+    if name in NETWORKS or not _DOCKER_NAME.match(name):
+        raise ValueError("expected a docker network name (e.g. bridge)")
+    return name
+
+
+def _command(v: Any) -> str:
+    text = _text(v)
+    if any(c.isspace() for c in text):
+        raise ValueError("expected one program: its arguments go after -- "
+                         "(bottle launch -- ARGS)")
+    return text
+
+
+def _image_tag(v: Any) -> str:
+    """A name `docker build --tag` takes (checked by the reference grammar)."""
+    from bottle import reference
+
+    text = _text(v)
+    try:
+        reference.parse_tag_target(text)
+    except BottleError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
+def _remote(v: Any) -> str:
+    from bottle.remote import Remote
+
+    text = _text(v)
+    try:
+        Remote.parse(text)
+    except BottleError as err:
+        raise ValueError(str(err)) from None
+    return text
+
+
 def _egress(v: Any) -> list[str]:
     from bottle.egress import OBSERVE, EgressError, parse_allow_list
 
@@ -252,7 +290,7 @@ KEYS: tuple[Key, ...] = (
     Key("context", _path, "build context of the agent image (default: the agent "
         "profile's own)", path=True),
     Key("dockerfile", _path, "Dockerfile (default: Dockerfile in the context)", path=True),
-    Key("image", _text, "tag of the built image (default: bot-bottle/<project>-<agent>:<hash>;"
+    Key("image", _image_tag, "tag of the built image (default: bot-bottle/<project>-<agent>:<hash>;"
         " the bundled example's: bot-bottle/example:<hash>)"),
     Key("build_args", _table, "build arguments, KEY = value"),
     Key("target", _text, "build stage to build"),
@@ -266,7 +304,7 @@ KEYS: tuple[Key, ...] = (
         "a microVM really boots)", tasks=("launch",)),
     Key("agent", _choice(AGENTS), "agent profile: example (offline stand-in) or claude "
         "(Claude Code)", tasks=_BUILD),
-    Key("command", _text, "command run in the bottle (default: the profile's)",
+    Key("command", _command, "command run in the bottle (default: the profile's)",
         tasks=("launch",)),
     Key("agent_args", _list, "arguments for the agent (after --)", settable=False),
     Key("tty", _bool, "--tty: interactive session; --headless: no terminal (default: a "
@@ -281,7 +319,7 @@ KEYS: tuple[Key, ...] = (
         "\"observe\" (default: the profile's)"),
     Key("egress_add", _egress, "hosts allowed on top of `egress` (or of the profile's "
         "list)"),
-    Key("egress_network", _network, "docker network the egress proxy reaches out through"),
+    Key("egress_network", _egress_network, "docker network the egress proxy reaches out through"),
     Key("env", _env_table, "plain environment for the agent, KEY = value"),
     Key("secrets", _names, "names of host variables passed to the agent by reference"),
     Key("allow_cidrs", _cidrs, "smolmachines: extra CIDRs the machine may reach"),
@@ -299,7 +337,7 @@ KEYS: tuple[Key, ...] = (
     Key("images", _list, "pull these images instead of asking compose (repeatable)",
         tasks=("prepull",), long="image", option_type=list),
     Key("jobs", _count, "pulls at once", tasks=("prepull",), short="j", option_type=int),
-    Key("remote", _text, "a shared cache, HOST[:PORT]/REPO in an OCI registry (credentials "
+    Key("remote", _remote, "a shared cache, HOST[:PORT]/REPO in an OCI registry (credentials "
         "from docker's config or $REGISTRY_AUTH_FILE)"),
     Key("remote_push", _bool, "push what is built here to the shared cache (CI: true)"),
 )

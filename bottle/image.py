@@ -112,6 +112,14 @@ def build_inputs(cfg: Config, store: Store, *, dry: bool = False) -> BuildInputs
     `base = "local"` the offline base image (made by `bottle base`) as BASE; `dry` (for
     `info`) names that base without making it."""
     profile = agents.profile(cfg.agent)
+    if cfg.ca_certs is not None:
+        if not cfg.ca_certs.is_file():
+            raise BottleError(f"ca_certs: {cfg.ca_certs} is not a file")
+        if cfg.context is not None or not profile.takes_ca:
+            whose = "your own context" if cfg.context is not None else \
+                f"the {cfg.agent} agent"
+            progress.say(f"build: warning: ca_certs has no effect on {whose} (copy the "
+                         "bundle into the context and trust it in the Dockerfile)")
     if cfg.context is not None:
         context, args, network = cfg.context, dict(cfg.build_args), cfg.build_network
     else:

@@ -84,6 +84,14 @@ def test_env_lists_and_tables(tmp_path: Path) -> None:
     ('cpus = "inf"\n', {}, "expected a number of CPUs"),
     ('json_out = true\n', {}, "unknown key 'json_out'"),
     ('agent_args = ["x"]\n', {}, "unknown key 'agent_args'"),
+    # Values checked where they are read, with the key and its source named.
+    ('image = "UPPER:tag"\n', {}, "image = 'UPPER:tag': bad image reference"),
+    ('image = "a@sha256:' + "0" * 64 + '"\n', {}, "a tag cannot carry a digest"),
+    ("", {"BOTTLE_REMOTE": "http://x"}, "environment: remote = 'http://x': bad image"),
+    ('remote = "reg.example:5000/cache:v1"\n', {}, "give HOST\\[:PORT\\]/REPO, without a tag"),
+    ('command = "sh -c \'x\'"\n', {}, "expected one program: its arguments go after --"),
+    ('egress_network = "egress"\n', {}, "expected a docker network name"),
+    ("", {"BOTTLE_EGRESS_NETWORK": "-x"}, "expected a docker network name"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, toml: str, env: dict[str, str],
                                       message: str | None) -> None:

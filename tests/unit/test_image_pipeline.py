@@ -19,6 +19,7 @@ import pytest
 
 from bottle import image
 from bottle.config import Config
+from bottle.errors import BottleError
 from bottle.tools.registry import RegistryHandle
 from bottle.tools.smolvm import Dialect
 from cache.store import Store
@@ -245,3 +246,15 @@ def test_default_tags_differ_per_project_and_per_cache(tmp_path: Path) -> None:
     assert tag_a != tag_b and tag_a.startswith("bot-bottle/a-example:")
     assert image.default_tag(Config(), store1) != image.default_tag(Config(), store2)
     assert image.default_tag(Config(image="mine:1"), store1) == "mine:1"
+
+
+def test_ca_certs_must_exist_and_says_when_it_has_no_effect(
+        cfg: Config, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    with pytest.raises(BottleError, match=r"^ca_certs: .*missing.pem is not a file$"):
+        image.build_inputs(dataclasses.replace(cfg, ca_certs=tmp_path / "missing.pem"), store)
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    image.build_inputs(dataclasses.replace(cfg, ca_certs=bundle), store)
+    assert "ca_certs has no effect on your own context" in capsys.readouterr().err
