@@ -12,6 +12,6 @@ def cache_root() -> Path:
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
+    if xdg and Path(xdg).expanduser().is_absolute():  # the XDG spec: ignore a relative one
         return Path(xdg).expanduser() / "bot-bottle"
     return Path.home() / ".cache" / "bot-bottle"

@@ -519,5 +519,8 @@ def _remove(p: Path) -> None:
 
 def check_root(root: Path) -> None:
     """One clear line when the cache root cannot be a directory we write."""
+    if not root.is_absolute():
+        # Relative to where bottle happens to run, each directory would get a cache.
+        raise StorageError(f"cache: {root} is not an absolute path (check BOTTLE_CACHE_DIR)")
     if root.exists() and not root.is_dir():
         raise StorageError(f"cache: {root} is not a directory (check BOTTLE_CACHE_DIR)")

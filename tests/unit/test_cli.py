@@ -272,3 +272,12 @@ def test_a_lookup_that_fails_leaves_the_task_to_doit(capsys: pytest.CaptureFixtu
     assert not settled("build", {"actions": [], "uptodate": [lookup]})
     assert lookup.line == "Dockerfile not found: /x/Dockerfile"
     assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("task", ["build", "launch", "cache_list", "prepull"])
+def test_a_relative_cache_dir_is_one_line(task: str, tmp_path: Path) -> None:
+    r = bottle(task, cwd=tmp_path, env={"BOTTLE_CACHE_DIR": "relative/cache"})
+    assert r.returncode == 1
+    assert r.stderr == ("bottle: error: cache: relative/cache is not an absolute path "
+                        "(check BOTTLE_CACHE_DIR)\n")
+    assert not (tmp_path / "relative").exists()
