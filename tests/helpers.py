@@ -13,18 +13,20 @@ from tests.conftest import ROOT
 
 
 def bottle(*args: str, cwd: Path, env: dict[str, str] | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the `bottle` command (as `python -m bottle`) the way a user would."""
+           timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `bottle` command (as `python -m bottle`) the way a user would (stdin: /dev/null,
+    or a pipe that carries `input`)."""
     return subprocess.run(
         [sys.executable, "-m", "bottle", *args], cwd=cwd, capture_output=True, text=True,
         timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        input=input, stdin=subprocess.DEVNULL if input is None else None,
     )
 
 
 def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bottle", *args], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "bottle", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 

@@ -202,6 +202,19 @@ def labels(spec: BottleSpec, role: str, store: Store) -> dict[str, str]:
             **cache_label(store)}
 
 
+def stdin_is_data() -> bool:
+    """Our stdin is a pipe or a file (`git diff | bottle launch -- -p "review"`): the agent
+    gets it. A terminal is the session's own, and /dev/null or a closed stdin has nothing
+    to give."""
+    import stat
+
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode)
+
+
 def shell(cmd: str | Sequence[str]) -> list[str]:
     return ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
 

@@ -32,6 +32,7 @@ from bottle.backend import (
     labels,
     launcher_dead,
     shell,
+    stdin_is_data,
 )
 from bottle.config import Config
 from bottle.errors import BottleError
@@ -101,7 +102,7 @@ class DockerBottle:
             return
         if self._created is not None:
             docker_mod.remove_container(self.container)
-        spec = dataclasses.replace(self._run, interactive=tty, tty=tty)
+        spec = dataclasses.replace(self._run, interactive=tty or stdin_is_data(), tty=tty)
         docker_mod.create(self.image_id or "IMAGE", [self.agent_command, *extra], spec,
                           env=self._env)
         self._created = (tuple(extra), tty)
@@ -110,8 +111,8 @@ class DockerBottle:
         self.create(extra, tty=tty)
         if self.proxy is not None:  # still starting: the agent starts alongside it
             self.proxy.add_done_callback(self._proxy_started)
-        code = _proc.run_attached(
-            docker_mod.start_cmd(self.container, attach=True, interactive=tty))
+        code = _proc.run_attached(docker_mod.start_cmd(
+            self.container, attach=True, interactive=tty or stdin_is_data()))
         failed = self.proxy.exception() if self.proxy is not None else None
         if failed is not None:
             raise failed

@@ -31,6 +31,7 @@ from bottle.backend import (
     launcher_dead,
     owner_token,
     shell,
+    stdin_is_data,
 )
 from bottle.config import Config
 from bottle.errors import BottleError
@@ -77,7 +78,7 @@ class SmolmachinesBottle:
         return smolvm.machine_exec_cmd(
             self.name, [self.agent_command, *extra], dialect=self.dialect, user=DEFAULT_USER,
             env=self.guest_env, secret_env=self.secret_env, workdir=WORKSPACE,
-            interactive=tty, tty=tty, state_dir=self.state_dir,
+            interactive=tty or stdin_is_data(), tty=tty, state_dir=self.state_dir,
         )
 
     def agent_argv(self, extra: Sequence[str], *, tty: bool) -> list[str]:

@@ -55,6 +55,18 @@ def test_agent_writes_land_in_the_workspace_owned_by_its_owner(workspace: Path) 
     assert "root" not in r.stderr
 
 
+def test_a_headless_agent_reads_what_is_piped_in(workspace: Path) -> None:
+    """`git diff | bottle launch --headless -- -p "review this"`: stdin reaches the agent
+    (a terminal or /dev/null is not attached)."""
+    r = bottle("launch", "--headless", "--command", "sh", "--", "-c", "cat; echo end",
+               cwd=workspace, input="one\ntwo x=1\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "one\ntwo x=1\nend\n"
+    r = bottle("launch", "--headless", "--command", "sh", "--", "-c", "wc -c",
+               cwd=workspace)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root-owned workspace")
 def test_a_root_owned_workspace_is_writable_and_said(workspace: Path) -> None:
     os.chown(workspace, 0, 0)

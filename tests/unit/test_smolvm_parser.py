@@ -55,6 +55,9 @@ def every_argv(d: Dialect, state_dir: Path) -> list[list[str]]:
                 "bb-1", ["claude", "--print", "-x", "--", "y"], dialect=d, user=user, env=env,
                 secret_env=secrets, workdir=workdir, timeout=timeout, interactive=tty, tty=tty,
                 state_dir=state))
+        # Headless with piped stdin: -i without -t.
+        out.append(smolvm.machine_exec_cmd("bb-1", ["claude", "-p"], dialect=d, user="node",
+                                           interactive=True, tty=False, state_dir=state))
         out.append(smolvm.machine_cp_cmd("/tmp/ws.tar", "bb-1:/tmp/ws.tar", dialect=d,
                                          state_dir=state))
         out.append(smolvm.machine_cp_cmd("bb-1:/tmp/o.tar", "/tmp/o.tar", dialect=d,
