@@ -212,6 +212,16 @@ def forget_state() -> None:
 # --- the offline base, egress records ----------------------------------------------------
 
 
+def decide_base() -> tuple[bool, str, str]:
+    """Whether the offline base for the current inputs is in the engine (nothing made)."""
+    from bottle.base import ensure_base
+
+    found = ensure_base(store=store(), dry=True)
+    if found.image_id:
+        return True, f"cache hit {found.ref}", found.ref
+    return False, f"{found.ref} not made yet (mmdebstrap, a few minutes once)", ""
+
+
 @user_errors
 def base() -> None:
     from bottle.base import ensure_base

@@ -82,7 +82,8 @@ def task_prepull() -> dict[str, Any]:
 def task_base() -> dict[str, Any]:
     """Make (once) the offline base image from Debian packages, for `base = "local"` where
     the official node image cannot be pulled; prints its tag."""
-    return {"actions": [actions.base], "uptodate": [False], "verbosity": 2}
+    return {"actions": [actions.base], "uptodate": [Lookup(actions.decide_base)],
+            "verbosity": 2}
 
 
 @_task

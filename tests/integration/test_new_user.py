@@ -176,7 +176,10 @@ def test_info_on_a_local_base_makes_nothing(tmp_path: Path, engine: str) -> None
                env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("build: would run: ")
-    assert log.read_text().split() == ["--version"]
+    r = bottle("info", "base", cwd=proj, env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("base: would run: bot-bottle/base:") and "not made yet" in r.stdout
+    assert log.read_text().split() == ["--version"]  # asked once (then remembered), no build
 
 
 def test_info_names_what_would_stop_the_task(tmp_path: Path, engine: str) -> None:
