@@ -24,11 +24,21 @@ def bottle(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 
 def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`bottle` started as from a shell's foreground: SIGINT at its default, whatever this
+    run inherited (a test run started with `&` by a script has SIGINT ignored, and so
+    would bottle, until its own handlers are in place)."""
     return subprocess.Popen(
         [sys.executable, "-m", "bottle", *args], cwd=cwd, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def docker_calls(log: Path) -> list[str]:
