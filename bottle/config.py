@@ -197,20 +197,20 @@ def _image_tag(v: Any) -> str:
     """A name `docker build --tag` takes (checked by the reference grammar)."""
     from bottle import reference
 
-    text = _text(v)
-    try:
-        reference.parse_tag_target(text)
-    except BottleError as err:
-        raise ValueError(str(err)) from None
-    return text
+    return _checked_by(reference.parse_tag_target, v)
 
 
 def _remote(v: Any) -> str:
     from bottle.remote import Remote
 
+    return _checked_by(Remote.parse, v)
+
+
+def _checked_by(check: Callable[[str], object], v: Any) -> str:
+    """`v` as text that `check` accepts; its error becomes the key's."""
     text = _text(v)
     try:
-        Remote.parse(text)
+        check(text)
     except BottleError as err:
         raise ValueError(str(err)) from None
     return text
