@@ -94,9 +94,9 @@ def sweep(store: Store, only: Backend | None = None) -> tuple[list[str], list[st
         try:
             removed += b.sweep(store)
         except BottleError as err:
-            if only:
-                raise
-            unchecked.append(str(err))
+            # A launch goes on: the step that needs the engine next says why, in its words.
+            if not only:
+                unchecked.append(str(err))
     return removed, unchecked
 
 
