@@ -81,9 +81,13 @@ def help_command(args: list[str]) -> int:
     elif args[0] in task_names():
         print(task_help(args[0]))
     else:
-        print(f"bottle: error: no task {args[0]!r} (see `bottle list`)", file=sys.stderr)
-        return 2
+        return _no_task(args[0])
     return 0
+
+
+def _no_task(name: str) -> int:
+    print(f"bottle: error: no task {name!r} (see `bottle list`)", file=sys.stderr)
+    return 2
 
 
 def version() -> str:
@@ -195,8 +199,7 @@ def check_list_info(args: list[str]) -> int | None:
         print("bottle: error: info takes one task name (see `bottle list`)", file=sys.stderr)
         return 2
     if name == "info" and rest[0] not in task_names():
-        print(f"bottle: error: no task {rest[0]!r} (see `bottle list`)", file=sys.stderr)
-        return 2
+        return _no_task(rest[0])
     return None
 
 
@@ -228,8 +231,7 @@ def check_command_line(args: list[str]) -> int | None:
                   f"its name (`bottle TASK --option`)", file=sys.stderr)
             return 2
         if name not in names:
-            print(f"bottle: error: no task {name!r} (see `bottle list`)", file=sys.stderr)
-            return 2
+            return _no_task(name)
         declared = getattr(tasks, f"task_{name}")()
         try:
             _params, rest = _parse_options(declared.get("params", []), rest)
@@ -330,18 +332,14 @@ def _run(argv: list[str] | None) -> int:
         print("bottle: error: an empty argument; give agent arguments after --",
               file=sys.stderr)
         return 2
-    signals.install()
-    try:
-        if _settled(args):
-            return 0
-        code = run_direct(args)
-        if code is None:
-            code = (check_list_info(args) if args[0] in ("list", "info")
-                    else check_command_line(args))
-        return run_doit(args) if code is None else code
-    except KeyboardInterrupt as err:
-        print("bottle: interrupted", file=sys.stderr)
-        return signals.exit_code(err)
+    signals.install()  # an interrupt from here on unwinds to `main` as from the imports
+    if _settled(args):
+        return 0
+    code = run_direct(args)
+    if code is None:
+        code = (check_list_info(args) if args[0] in ("list", "info")
+                else check_command_line(args))
+    return run_doit(args) if code is None else code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,9 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             code = _run(argv)
-        except KeyboardInterrupt as err:  # before the handlers were in place (imports)
+        except (KeyboardInterrupt, RuntimeError) as err:  # a signal, or Ctrl-C in the imports
+            interrupt = signals.interrupt_in(err)
+            if interrupt is None:
+                raise
             print("bottle: interrupted", file=sys.stderr)
-            code = signals.exit_code(err)
+            code = signals.exit_code(interrupt)
         # Done: a signal from here on (a second Ctrl-C after the teardown) changes nothing,
         # so it must not break the last flush or the interpreter's shutdown.
         if argv is None:  # the console script, not a caller in its own process

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 _CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -27,6 +27,15 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def interrupt_in(err: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt `err` is or wraps: Python 3.11 turns one raised while a class is
+    being made (an import's `__set_name__`) into a RuntimeError caused by it."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, KeyboardInterrupt):
+        seen = seen.__cause__
+    return seen
 
 
 def exit_code(err: KeyboardInterrupt) -> int:
@@ -55,18 +64,19 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
 
 def install() -> None:
     """Route SIGINT, SIGTERM and SIGHUP through `Interrupted` (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in _CAUGHT:
-        signal.signal(sig, _handler)
+    _set_all(_handler)
 
 
 def ignore() -> None:
     """From here on SIGINT, SIGTERM and SIGHUP are ignored (the run is over)."""
+    _set_all(signal.SIG_IGN)
+
+
+def _set_all(handler: Callable[[int, FrameType | None], None] | signal.Handlers) -> None:
     if threading.current_thread() is not threading.main_thread():
-        return
+        return  # only the main thread may set handlers
     for sig in _CAUGHT:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
