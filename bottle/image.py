@@ -12,8 +12,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +21,7 @@ import xxhash
 from bottle import agents, progress
 from bottle.config import Config
 from bottle.errors import BottleError
-from bottle.tools import crane, skopeo
 from bottle.tools import docker as docker_mod
-from bottle.tools import smolvm as _smolvm
 from bottle.tools._proc import ToolError
 from cache.digest import ContextDigest, context_digest
 from cache.errors import StorageError
@@ -368,6 +364,8 @@ def _full_id(image_id: str) -> str:
 
 def push_tarball(tarball: Path, ref: str) -> None:
     """Push a `docker save` archive: crane when present, else skopeo."""
+    from bottle.tools import crane, skopeo
+
     if crane.TOOL.available():
         crane.push(tarball, ref, progress=True)
     else:
@@ -376,6 +374,8 @@ def push_tarball(tarball: Path, ref: str) -> None:
 
 def _archive_holds(tarball: Path, image_id: str) -> bool:
     """Whether the `docker save` archive is of `image_id` (by its config blob)."""
+    import tarfile
+
     with tarfile.open(tarball) as tar:
         f = tar.extractfile("manifest.json")
         manifest: list[dict[str, Any]] = json.loads(f.read()) if f else []
@@ -398,6 +398,8 @@ def _save(inputs: BuildInputs, built: Built, tarball: Path) -> None:
 
 def _pack_into(work: Path, inputs: BuildInputs, built: Built,
                state_dir: Path | None) -> dict[str, Any]:
+    from bottle.tools import smolvm as _smolvm
+
     key = built.key
     tarball = work / f"{key}.image.tar"
     _save(inputs, built, tarball)
@@ -422,6 +424,8 @@ def _pack_into(work: Path, inputs: BuildInputs, built: Built,
 
 def smolmachine_file(entry: Entry) -> Path:
     """The `.smolmachine` of a store entry (what `machine create --from` takes)."""
+    from bottle.tools import smolvm as _smolvm
+
     return entry.file(f"{entry.key}{_smolvm.SIDECAR}")
 
 
@@ -443,6 +447,8 @@ def ensure_smolmachine(inputs: BuildInputs, store: Store, ctx: ContextDigest,
 
     Hit: nothing but the lookups (no docker, no registry, no smolvm).
     Miss: build (if needed) -> save -> [registry + push] -> pack, once across processes."""
+    from bottle.tools import smolvm as _smolvm
+
     found = find_smolmachine(store, ctx)
     if found.hit and found.image_id:
         entry = store.get("smolmachine", short_id(found.image_id))
@@ -472,7 +478,10 @@ def _smolmachine_from_remote(inputs: BuildInputs, store: Store,
                              ctx: ContextDigest) -> tuple[Packed | None, bool]:
     """The `.smolmachine` for this context and this smolvm, straight from the shared
     cache (no image, no docker), and whether the remote has a record for the context."""
+    import shutil
+
     from bottle import remote as shared
+    from bottle.tools import smolvm as _smolvm
 
     remote = inputs.remote
     if remote is None or not remote.lookup:

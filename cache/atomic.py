@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from cache.lock import pid_alive
@@ -17,6 +16,8 @@ _TEMP = re.compile(r"^\..*\.(\d+)\.[^.]+\.tmp$")
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: a warm run that writes nothing need not load it
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
                                dir=path.parent)
     try:

@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -284,6 +283,8 @@ class Store:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(work, final)
             except BaseException as err:
+                import shutil
+
                 shutil.rmtree(work, ignore_errors=True)
                 if isinstance(err, OSError):
                     raise self._storage(err, self.root) from None
@@ -336,6 +337,8 @@ class Store:
         grave = self.area("tmp") / f"evicted-{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
         grave.parent.mkdir(parents=True, exist_ok=True)
         os.rename(path, grave)
+        import shutil
+
         shutil.rmtree(grave, ignore_errors=True)
 
     def verify(self) -> tuple[int, list[tuple[str, str]]]:
@@ -469,6 +472,8 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(work, target)
         except OSError as err:
+            import shutil
+
             shutil.rmtree(work, ignore_errors=True)
             if not (target.is_dir() and _dir_digest(target) == digest):  # another process?
                 raise self._storage(err, target.parent) from None
@@ -512,6 +517,8 @@ def _du(path: Path) -> int:
 
 def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
+        import shutil
+
         shutil.rmtree(p, ignore_errors=True)
     else:
         p.unlink(missing_ok=True)

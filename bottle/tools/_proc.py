@@ -17,20 +17,24 @@ shares our terminal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import re
-import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bottle.errors import BottleError
+
+if TYPE_CHECKING:
+    import re
+    import subprocess
+
+# subprocess, shutil, threading and the patterns below are loaded where they are used: a
+# warm no-op runs no program, and importing them is a measurable part of its time.
 
 REDACTED = "<redacted>"
 _TAIL_BYTES = 64 * 1024
@@ -86,17 +90,24 @@ class ToolError(BottleError):
         )
 
 
-# Lines that tell the user where to read more (or that a tool is deprecated), not what
-# went wrong.
-_HINTS = re.compile(
-    r"^(run '.*--help' for more information|see '.*--help'\.?|usage:.*|"
-    r"for more details see .*|\s*\^+\s*|deprecated: the legacy builder.*|"
-    r"install the buildx component.*|https://docs\.docker\.com/go/buildx/?)$", re.IGNORECASE,
-)
-# A Go program's structured log line (skopeo's): its message is what matters.
-_LOGRUS = re.compile(r'^time="[^"]*" level=\w+ msg="((?:[^"\\]|\\.)*)"')
-_ERRORISH = re.compile(r"error|fatal|failed|denied|not found|no such|invalid|unable|"
-                       r"could not|cannot", re.IGNORECASE)
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(hints, logrus, errorish): lines that tell the user where to read more (or that a
+    tool is deprecated), not what went wrong; a Go program's structured log line (skopeo's),
+    whose message is what matters; a line that says something went wrong."""
+    import re
+
+    hints = re.compile(
+        r"^(run '.*--help' for more information|see '.*--help'\.?|usage:.*|"
+        r"for more details see .*|\s*\^+\s*|deprecated: the legacy builder.*|"
+        r"install the buildx component.*|https://docs\.docker\.com/go/buildx/?)$",
+        re.IGNORECASE)
+    logrus = re.compile(r'^time="[^"]*" level=\w+ msg="((?:[^"\\]|\\.)*)"')
+    errorish = re.compile(r"error|fatal|failed|denied|not found|no such|invalid|unable|"
+                          r"could not|cannot", re.IGNORECASE)
+    return hints, logrus, errorish
+
+
 _MAX_CAUSE = 400
 
 
@@ -106,14 +117,15 @@ def cause(*texts: str) -> str:
     Usage hints are skipped; of a short message, everything from its first error line,
     joined into one line (a YAML error's "in file, line N" stays with it); of a long
     log, the last error line and the few lines after it."""
+    hints, logrus, errorish = _patterns()
     for text in texts:
-        lines = [_LOGRUS.sub(lambda m: m.group(1).replace('\\"', '"'), ln.strip())
+        lines = [logrus.sub(lambda m: m.group(1).replace('\\"', '"'), ln.strip())
                  for ln in text.strip().splitlines()]
-        lines = [ln for ln in lines if ln and not _HINTS.match(ln)
+        lines = [ln for ln in lines if ln and not hints.match(ln)
                  and not ln.startswith("Failed, retrying in")]
         if not lines:
             continue
-        hits = [i for i, ln in enumerate(lines) if _ERRORISH.search(ln)]
+        hits = [i for i, ln in enumerate(lines) if errorish.search(ln)]
         if len(lines) <= 6:  # a short message: from its first error line to its end
             block = lines[hits[0] if hits else 0:]
         else:  # a long log: the last error line and the few after it that explain it
@@ -137,6 +149,8 @@ class Tool:
         return Command(self, tuple(str(a) for a in args))
 
     def which(self) -> str | None:
+        import shutil
+
         return shutil.which(self.program, path=os.environ.get("PATH", os.defpath))
 
     def available(self) -> bool:
@@ -192,6 +206,8 @@ def run(
     `env` is laid over the current environment. With `progress=True` and a terminal
     on stderr, the program's output is streamed there as it comes. With `binary=True`
     stdout is kept as bytes (`Result.data`)."""
+    import subprocess
+
     path = cmd.tool.require()
     secrets = tuple(secrets)
     stream = progress and sys.stderr.isatty()
@@ -226,6 +242,8 @@ def run(
 def spawn(cmd: Command, *, log: IO[bytes] | None = None,
           env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a long-lived server in its own session; it dies with us (even by SIGKILL)."""
+    import subprocess
+
     return _popen(cmd.tool.require(), cmd.argv, env=env, own_session=True,
                   stdin=subprocess.DEVNULL, stdout=log or subprocess.DEVNULL,
                   stderr=subprocess.STDOUT)
@@ -249,6 +267,8 @@ def _popen(path: str, argv: Sequence[str], *, env: Mapping[str, str] | None,
            own_session: bool, cwd: str | Path | None = None,
            **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start `path` with argv[1:] and exactly the current env plus `env`."""
+    import subprocess
+
     return subprocess.Popen(
         [path, *argv[1:]], env={**os.environ, **(env or {})},
         cwd=str(cwd) if cwd else None, start_new_session=own_session,
@@ -290,15 +310,16 @@ def _running(proc: subprocess.Popen[Any], group: bool) -> bool:
     return True
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
 def _text(data: bytes | str | None) -> str:
     """Captured output as text, without terminal colour codes."""
     if data is None:
         return ""
     text = data.decode(errors="replace") if isinstance(data, bytes) else data
-    return _ANSI.sub("", text)
+    if "\x1b" not in text:
+        return text
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
 def _tee(proc: subprocess.Popen[Any], timeout: float | None) -> bytes:
@@ -313,6 +334,8 @@ def _tee(proc: subprocess.Popen[Any], timeout: float | None) -> bytes:
             sys.stderr.flush()
             tail.extend(line)
             del tail[:-_TAIL_BYTES]
+
+    import threading
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bottle import reference
 from bottle.errors import BottleError
-from bottle.tools import _proc
+from bottle.tools import _http, _proc
 from bottle.tools._argv import eq, flag, pairs_eq, repeat_eq
 from bottle.tools._proc import Command, Result, Tool, ToolError
-
-if TYPE_CHECKING:
-    import http.client
 
 
 class DockerError(ToolError):
@@ -396,50 +391,57 @@ def labels_of(row: Mapping[str, Any]) -> dict[str, str]:
 # --- engine API, for the hot path that must not spawn `docker` -------------------------
 
 
-def _engine_connection(timeout: float) -> http.client.HTTPConnection | None:
+_ALWAYS_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(text: str, safe: str = "") -> str:
+    """Percent-encoding as `urllib.parse.quote` does it (UTF-8; letters, digits, `_.-~`
+    and `safe` kept), without importing urllib for it on the warm path."""
+    keep = _ALWAYS_SAFE | frozenset(safe.encode())
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode("utf-8"))
+
+
+def _endpoint() -> _http.Endpoint | None:
+    """The engine's plain-HTTP endpoint from DOCKER_HOST; None where only the CLI knows the
+    way (a docker context, TLS, ssh://, anything unusual)."""
     if os.environ.get("DOCKER_CONTEXT"):
         return None
-    import http.client  # here, not at the top: a warm no-op that asks no engine skips it
-
-    class _UnixHTTPConnection(http.client.HTTPConnection):
-        def __init__(self, path: str, timeout: float) -> None:
-            super().__init__("localhost", timeout=timeout)
-            self._path = path
-
-        def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-            self.sock = sock
-
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    url = urllib.parse.urlparse(host)
-    if url.scheme == "unix":
-        return _UnixHTTPConnection(url.path, timeout)
-    if url.scheme == "tcp" and not os.environ.get("DOCKER_TLS_VERIFY"):
-        return http.client.HTTPConnection(url.hostname or "localhost", url.port or 2375,
-                                          timeout=timeout)
-    return None
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        return None
+    if scheme == "unix":
+        return _http.Endpoint(unix=rest) if rest.startswith("/") else None
+    if scheme != "tcp" or os.environ.get("DOCKER_TLS_VERIFY"):
+        return None
+    netloc = rest.split("/", 1)[0]
+    if netloc.startswith("["):  # [v6 address]:port
+        name, _, after = netloc[1:].partition("]")
+        port_text = after[1:] if after.startswith(":") else ""
+    else:
+        name, _, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+    if port_text and not port_text.isdigit():
+        return None
+    return _http.Endpoint(host=name or "localhost", port=int(port_text or 2375))
 
 
-def _engine_request(method: str, path: str, what: Sequence[str],
-                    timeout: float) -> tuple[int, bytes]:
+def _engine_request(method: str, path: str, what: Sequence[str], timeout: float, *,
+                    body: bytes | None = None,
+                    headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """One request to the engine's API: (status, body). `what` is the CLI equivalent,
     for errors. LookupError when there is no plain-HTTP way to the engine."""
-    conn = _engine_connection(timeout)
-    if conn is None:
+    endpoint = _endpoint()
+    if endpoint is None:
         raise LookupError("no direct way to the engine")
     try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        return response.status, response.read()
+        answer = _http.request(endpoint, method, path, body=body, headers=headers,
+                               timeout=timeout)
     except OSError as err:
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise DockerError(list(what), 1, reason=f"cannot reach the Docker engine at {where} "
                           f"({err.strerror or err}): is dockerd running? (DOCKER_HOST names "
                           "another)") from None
-    finally:
-        conn.close()
+    return answer.status, answer.body
 
 
 def _engine_get(path: str, what: list[str], timeout: float) -> Any:
@@ -454,7 +456,7 @@ def _engine_get(path: str, what: list[str], timeout: float) -> Any:
 
 def _label_query(labels: Mapping[str, str | None]) -> str:
     wanted = [f"{k}={v}" if v else k for k, v in labels.items()]
-    return urllib.parse.quote(json.dumps({"label": wanted}))
+    return quote(json.dumps({"label": wanted}))
 
 
 def labelled(kind: str, labels: Mapping[str, str | None], *,
@@ -477,7 +479,7 @@ def labelled(kind: str, labels: Mapping[str, str | None], *,
 def remove_container(name: str, *, timeout: float = TEARDOWN_TIMEOUT) -> bool:
     """Remove a container (running or not) with its anonymous volumes; True when it is
     gone (a missing one counts). Over the API, else `docker rm -f`."""
-    quoted = urllib.parse.quote(positional(name, "container"), safe="")
+    quoted = quote(positional(name, "container"))
     try:
         status, _ = _engine_request("DELETE", f"/containers/{quoted}?force=1&v=1",
                                     ["docker", "rm", "-f", name], timeout)
@@ -494,7 +496,7 @@ def engine_image(ref: str, *, timeout: float = 5.0) -> dict[str, Any] | None:
     what = ["docker", "image", "inspect", ref]
     try:
         status, body = _engine_request(
-            "GET", f"/images/{urllib.parse.quote(ref, safe='')}/json", what, timeout)
+            "GET", f"/images/{quote(ref)}/json", what, timeout)
     except LookupError:
         return inspect_image(ref)
     if status == 404:
@@ -556,22 +558,15 @@ def create(image: str, command: Sequence[str], spec: RunSpec, *,
            env: Mapping[str, str], timeout: float = 60.0) -> None:
     """Create a container as `docker create` would: over the engine's API when it is
     plain HTTP (one process fewer on every launch), else by the CLI."""
-    conn = _engine_connection(timeout)
-    if conn is None or spec.name is None:
+    if _endpoint() is None or spec.name is None:
         _proc.run(create_cmd(image, command, spec), env=env, secrets=env.values())
         return
     what = create_cmd(image, command, spec).argv
     body = json.dumps(create_body(image, command, spec, env)).encode()
-    try:
-        conn.request("POST", f"/containers/create?name={urllib.parse.quote(spec.name)}", body,
-                     {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        answer = response.read()
-    except OSError as err:
-        raise DockerError(what, 1, reason=f"cannot reach the Docker engine: {err}") from None
-    finally:
-        conn.close()
-    if response.status != 201:
+    status, answer = _engine_request("POST", f"/containers/create?name={quote(spec.name)}",
+                                     what, timeout, body=body,
+                                     headers={"Content-Type": "application/json"})
+    if status != 201:
         try:
             message = str(json.loads(answer).get("message", ""))
         except ValueError:
@@ -582,7 +577,7 @@ def create(image: str, command: Sequence[str], spec: RunSpec, *,
 
 def network_exists(name: str, *, timeout: float = 5.0) -> bool:
     try:
-        return _engine_get(f"/networks/{urllib.parse.quote(name, safe='')}",
+        return _engine_get(f"/networks/{quote(name)}",
                            ["docker", "network", "inspect", name], timeout) is not None
     except LookupError:
         r = _proc.run(TOOL.cmd("network", "inspect", "--", positional(name, "network")),
@@ -611,8 +606,8 @@ def engine_pull(ref: str, *, timeout: float = 600.0) -> None:
     (as `docker pull` prints it) when the pull fails."""
     image = reference.parse(ref)
     what = ["docker", "pull", ref]
-    query = urllib.parse.urlencode({"fromImage": image.name,  # a tag: never "all tags"
-                                    "tag": image.digest or image.tag or "latest"})
+    # A tag or digest always: without one the engine pulls every tag.
+    query = f"fromImage={quote(image.name)}&tag={quote(image.digest or image.tag or 'latest')}"
     status, body = _engine_request("POST", f"/images/create?{query}", what, timeout)
     if status != 200:
         raise DockerError(what, 1, reason="Error response from daemon: " + _message(body))

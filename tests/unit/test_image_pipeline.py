@@ -85,8 +85,8 @@ def pipeline(calls: list[str], dialect: Dialect,
             patch("bottle.tools.registry.ephemeral_registry", side_effect=registry) as reg, \
             patch.object(image, "push_tarball",
                          side_effect=lambda *a: calls.append("push")) as push, \
-            patch.object(image._smolvm, "detect_dialect", return_value=dialect), \
-            patch.object(image._smolvm, "pack_create", side_effect=_fake_pack(calls)) as pack:
+            patch("bottle.tools.smolvm.detect_dialect", return_value=dialect), \
+            patch("bottle.tools.smolvm.pack_create", side_effect=_fake_pack(calls)) as pack:
         yield {"build": b, "has": has, "save": save, "tag": tag, "registry": reg,
                "push": push, "pack": pack}
 
