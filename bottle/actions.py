@@ -94,9 +94,16 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def load_config(options: dict[str, Any] | None = None) -> config_mod.Config:
     """The config for this run; says which file it came from when that is not here."""
     cfg = config_mod.load(options)
-    if cfg.config_file and cfg.project_root != config_mod.cwd():
-        _say_once(f"config: {cfg.config_file}")
+    if line := _config_line(cfg):
+        _say_once(line)
     return cfg
+
+
+def _config_line(cfg: config_mod.Config) -> str | None:
+    """Which file the config came from, when that is not here."""
+    if cfg.config_file and cfg.project_root != config_mod.cwd():
+        return f"config: {cfg.config_file}"
+    return None
 
 
 @functools.cache
@@ -284,25 +291,30 @@ def egress(json_out: bool, write: str) -> None:
 @user_errors
 def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
     from bottle import prepull as pp
+    from bottle import prepull_report
 
+    prepull_report.forget()  # a run that fails or is stopped is not replayed
     cfg = load_config(options)
     started = time.monotonic()
+    seen = pp.Inputs()
     wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
                         project_dir=cfg.project_dir, profiles=cfg.profiles,
-                        cache_dir=store().area("prepull"))
-    if not wanted:
-        if json_out:
-            print(pp.as_json([], 0.0))
-        elif not quiet:
-            say("prepull: no images resolved; nothing to pull (the deploy pulls as usual)")
-        return
+                        cache_dir=store().area("prepull"), seen=seen)
     try:
-        outcomes = pp.prepull(wanted, jobs=cfg.jobs)
+        outcomes = pp.prepull(wanted, jobs=cfg.jobs) if wanted else []
     except pp.PrepullFailed as err:
-        pp.report(err.outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out,
-                  failed=True)
+        prepull_report.report(err.outcomes, time.monotonic() - started, quiet=quiet,
+                              json_out=json_out, failed=True)
         raise
-    pp.report(outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out)
+    prepull_report.report(outcomes, time.monotonic() - started, quiet=quiet,
+                          json_out=json_out)
+    if seen.known and all(w.policy == pp.MISSING for w in wanted):
+        here = config_mod.cwd()
+        prepull_report.remember(
+            [w.image for w in wanted], quiet=quiet, json_out=json_out,
+            said=[line] if (line := _config_line(cfg)) else [],
+            read=[str(p) for pair in config_mod.candidates(here) for p in pair] + seen.read,
+            stat=seen.stat)
 
 
 # --- the shared cache -------------------------------------------------------------------

@@ -9,9 +9,13 @@ every bottle is torn down; the exit code is then 128 + the signal's number.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from bottle import __version__
+
+# Not `typing.TYPE_CHECKING`: importing typing is a tenth of a replayed run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _COMMANDS = ("run", "list", "info", "help")
 
@@ -304,8 +308,19 @@ def run_direct(args: list[str]) -> int | None:
     return 0
 
 
+def _replayed(args: list[str]) -> int | None:
+    """`bottle prepull ...` exactly as last time with every image present: answered from
+    its memo before the modules that resolve and pull are loaded (bottle.prepull_report)."""
+    if not args or args[0] != "prepull" or "--" in args:
+        return None
+    from bottle import prepull_report
+
+    prepull_report.CALL = list(args)
+    return prepull_report.replay(args)
+
+
 def _run(argv: list[str] | None) -> int:
-    from bottle import actions, signals
+    from bottle import signals
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args in (["-h"], ["--help"]):
@@ -321,6 +336,11 @@ def _run(argv: list[str] | None) -> int:
     if args == ["--version"]:
         print(version())
         return 0
+    signals.install()  # an interrupt from here on unwinds to `main` as from the imports
+    if (code := _replayed(args)) is not None:
+        return code
+    from bottle import actions
+
     args = actions.set_agent_args(args)
     if actions.AGENT_ARGS is not None and "launch" not in args:
         print("bottle: error: arguments after -- are the agent's; only launch takes them",
@@ -332,7 +352,6 @@ def _run(argv: list[str] | None) -> int:
         print("bottle: error: an empty argument; give agent arguments after --",
               file=sys.stderr)
         return 2
-    signals.install()  # an interrupt from here on unwinds to `main` as from the imports
     if _settled(args):
         return 0
     code = run_direct(args)
@@ -349,7 +368,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         try:
-            code = _run(argv)
+            try:
+                code = _run(argv)
+            finally:  # the memo's key is this call's alone
+                if "bottle.prepull_report" in sys.modules:
+                    from bottle import prepull_report
+
+                    prepull_report.CALL = None
         except (KeyboardInterrupt, RuntimeError) as err:  # a signal, or Ctrl-C in the imports
             interrupt = signals.interrupt_in(err)
             if interrupt is None:

@@ -385,11 +385,9 @@ def describe() -> str:
 def find_config(start: Path) -> tuple[Path, dict[str, Any], str] | None:
     """The nearest `bottle.toml` or pyproject.toml with `[tool.bottle]`, looking from
     `start` upward like git and compose: (file, its table, how to name it in errors)."""
-    for d in [start, *start.parents]:
-        own = d / CONFIG_FILE
+    for own, pyproject in candidates(start):
         if own.is_file():
             return own, _read_toml(own), str(own)
-        pyproject = d / "pyproject.toml"
         if pyproject.is_file():
             tool = _read_toml(pyproject).get("tool", {})
             if not isinstance(tool, dict):
@@ -400,6 +398,11 @@ def find_config(start: Path) -> tuple[Path, dict[str, Any], str] | None:
                     raise ConfigError(f"{pyproject}: [tool.bottle] must be a table")
                 return pyproject, data, f"{pyproject} [tool.bottle]"
     return None
+
+
+def candidates(start: Path) -> list[tuple[Path, Path]]:
+    """Where `find_config` looks, nearest first: (bottle.toml, pyproject.toml) per directory."""
+    return [(d / CONFIG_FILE, d / "pyproject.toml") for d in [start, *start.parents]]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

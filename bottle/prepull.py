@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import re
-import sys
 import threading
 import time
 from collections import deque
@@ -30,6 +29,7 @@ import xxhash
 
 from bottle import reference
 from bottle.errors import BottleError
+from bottle.prepull_report import Outcome
 from bottle.tools import compose, docker
 from cache.atomic import write_atomic
 
@@ -42,14 +42,6 @@ class Wanted:
     services: tuple[str, ...]
     buildable: bool  # compose builds it when the pull fails, so a failure only warns
     policy: str = MISSING  # missing | always | refresh:<seconds>
-
-
-@dataclass
-class Outcome:
-    image: str
-    status: str  # present | pulled | failed | cancelled
-    seconds: float
-    error: str = ""
 
 
 # --- pull policies, as compose-go's GetPullPolicy and compose's mustPull read them ---------
@@ -165,6 +157,15 @@ def resolution_key(
     return h.hexdigest()
 
 
+class Inputs:
+    """What a resolution read (by content) and looked at (by stat), once all are known."""
+
+    def __init__(self) -> None:
+        self.known = False
+        self.read: list[str] = []
+        self.stat: list[str] = []
+
+
 def _load(record: Path) -> list[Wanted] | None:
     try:
         return [Wanted(w["image"], tuple(w["services"]), w["buildable"], w["policy"])
@@ -180,15 +181,25 @@ def resolve(
     project_dir: Path | None = None,
     profiles: Sequence[str] = (),
     cache_dir: Path | None = None,
+    seen: Inputs | None = None,
 ) -> list[Wanted]:
     """An explicit image list as is (checked, deduplicated), else what compose renders.
-    With `cache_dir`, compose's answer is kept under a key of all its inputs and reused."""
+    With `cache_dir`, compose's answer is kept under a key of all its inputs and reused.
+    `seen`, when given, gets those inputs when every one of them is known."""
     if images:
+        if seen is not None:
+            seen.known = True
         return [Wanted(_checked(i, ()), (), False) for i in dict.fromkeys(images)]
     cwd, environ = Path.cwd(), dict(os.environ)
     which = compose.find(cache_dir)
     key = (resolution_key(which, files, project_dir, profiles, cwd, environ)
            if cache_dir else None)
+    if key is not None and seen is not None:
+        found = compose.inputs(files, project_dir, cwd, environ)
+        if found is not None:
+            seen.known = True
+            seen.read = [str(p) for p in (*found.compose_files, *found.watched)]
+            seen.stat = compose.looked_at(which)
     record = cache_dir / f"{key}.json" if cache_dir and key else None
     if record is not None and (hit := _load(record)) is not None:
         return hit
@@ -344,29 +355,3 @@ class PrepullFailed(BottleError):
         super().__init__(f"prepull: cannot pull {first.image}: {first.error} "
                          "(stopped before deploy)")
         self.outcomes = outcomes
-
-
-def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
-    width = max([len(o.image) for o in outcomes] + [5])
-    lines = [f"{'IMAGE':<{width}}  {'STATUS':<9}  TIME"]
-    for o in outcomes:
-        extra = f"  {o.error}" if o.error else ""
-        lines.append(f"{o.image:<{width}}  {o.status:<9}  {o.seconds:5.2f}s{extra}")
-    counts = {s: sum(o.status == s for o in outcomes)
-              for s in ("present", "pulled", "failed", "cancelled")}
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" in {seconds:.2f}s")
-    return "\n".join(lines)
-
-
-def as_json(outcomes: Sequence[Outcome], seconds: float) -> str:
-    return json.dumps({"images": [asdict(o) for o in outcomes], "seconds": round(seconds, 3)})
-
-
-def report(outcomes: Sequence[Outcome], seconds: float, *, quiet: bool, json_out: bool,
-           failed: bool = False) -> None:
-    """The run's summary: JSON on stdout, or the table (stdout; stderr beside a failure),
-    or nothing when quiet."""
-    if json_out:
-        print(as_json(outcomes, seconds))
-    elif not quiet:
-        print(summary(outcomes, seconds), file=sys.stderr if failed else sys.stdout)

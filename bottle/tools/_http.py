@@ -14,7 +14,12 @@ caller has one thing to catch.
 from __future__ import annotations
 
 import _socket
-from typing import Any
+import os
+
+# Not `typing.TYPE_CHECKING`: importing typing is a tenth of a replayed run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAX_HEAD = 64 << 10
 
@@ -50,6 +55,40 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"unix://{self.unix}" if self.unix is not None else f"tcp://{self.host}:{self.port}"
+
+
+_ALWAYS_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(text: str, safe: str = "") -> str:
+    """Percent-encoding as `urllib.parse.quote` does it (UTF-8; letters, digits, `_.-~`
+    and `safe` kept), without importing urllib for it on the warm path."""
+    keep = _ALWAYS_SAFE | frozenset(safe.encode())
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode("utf-8"))
+
+
+def from_env() -> Endpoint | None:
+    """The engine's plain-HTTP endpoint from DOCKER_HOST; None where only the CLI knows the
+    way (a docker context, TLS, ssh://, anything unusual)."""
+    if os.environ.get("DOCKER_CONTEXT"):
+        return None
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        return None
+    if scheme == "unix":
+        return Endpoint(unix=rest) if rest.startswith("/") else None
+    if scheme != "tcp" or os.environ.get("DOCKER_TLS_VERIFY"):
+        return None
+    netloc = rest.split("/", 1)[0]
+    if netloc.startswith("["):  # [v6 address]:port
+        name, _, after = netloc[1:].partition("]")
+        port_text = after[1:] if after.startswith(":") else ""
+    else:
+        name, _, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+    if port_text and not port_text.isdigit():
+        return None
+    return Endpoint(host=name or "localhost", port=int(port_text or 2375))
 
 
 class Answer:

@@ -70,6 +70,17 @@ def plugin_path() -> Path | None:
     return None
 
 
+def looked_at(found: Compose) -> list[str]:
+    """What `find` looked at to choose `found`: every directory on PATH and of plugins
+    (a program added or removed there changes its listing) and the programs it took (a
+    program replaced in place changes its stat)."""
+    path = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    docker_cli = docker.TOOL.which()
+    return [*(d or "." for d in path), str(config / "cli-plugins"), *_PLUGIN_DIRS,
+            str(found.program), *([docker_cli] if docker_cli else [])]
+
+
 def find(memo_dir: Path | None = None) -> Compose:
     """The compose to use. A `docker-compose` on PATH is asked its version once per
     program file (remembered in `memo_dir`, a 1.x answer costs most of a second)."""

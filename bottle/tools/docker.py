@@ -18,6 +18,7 @@ from bottle import reference
 from bottle.errors import BottleError
 from bottle.tools import _http, _proc
 from bottle.tools._argv import eq, flag, pairs_eq, repeat_eq
+from bottle.tools._http import quote
 from bottle.tools._proc import Command, Result, Tool, ToolError
 
 
@@ -391,46 +392,12 @@ def labels_of(row: Mapping[str, Any]) -> dict[str, str]:
 # --- engine API, for the hot path that must not spawn `docker` -------------------------
 
 
-_ALWAYS_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-
-
-def quote(text: str, safe: str = "") -> str:
-    """Percent-encoding as `urllib.parse.quote` does it (UTF-8; letters, digits, `_.-~`
-    and `safe` kept), without importing urllib for it on the warm path."""
-    keep = _ALWAYS_SAFE | frozenset(safe.encode())
-    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode("utf-8"))
-
-
-def _endpoint() -> _http.Endpoint | None:
-    """The engine's plain-HTTP endpoint from DOCKER_HOST; None where only the CLI knows the
-    way (a docker context, TLS, ssh://, anything unusual)."""
-    if os.environ.get("DOCKER_CONTEXT"):
-        return None
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    scheme, sep, rest = host.partition("://")
-    if not sep:
-        return None
-    if scheme == "unix":
-        return _http.Endpoint(unix=rest) if rest.startswith("/") else None
-    if scheme != "tcp" or os.environ.get("DOCKER_TLS_VERIFY"):
-        return None
-    netloc = rest.split("/", 1)[0]
-    if netloc.startswith("["):  # [v6 address]:port
-        name, _, after = netloc[1:].partition("]")
-        port_text = after[1:] if after.startswith(":") else ""
-    else:
-        name, _, port_text = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
-    if port_text and not port_text.isdigit():
-        return None
-    return _http.Endpoint(host=name or "localhost", port=int(port_text or 2375))
-
-
 def _engine_request(method: str, path: str, what: Sequence[str], timeout: float, *,
                     body: bytes | None = None,
                     headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """One request to the engine's API: (status, body). `what` is the CLI equivalent,
     for errors. LookupError when there is no plain-HTTP way to the engine."""
-    endpoint = _endpoint()
+    endpoint = _http.from_env()
     if endpoint is None:
         raise LookupError("no direct way to the engine")
     try:
@@ -558,7 +525,7 @@ def create(image: str, command: Sequence[str], spec: RunSpec, *,
            env: Mapping[str, str], timeout: float = 60.0) -> None:
     """Create a container as `docker create` would: over the engine's API when it is
     plain HTTP (one process fewer on every launch), else by the CLI."""
-    if _endpoint() is None or spec.name is None:
+    if _http.from_env() is None or spec.name is None:
         _proc.run(create_cmd(image, command, spec), env=env, secrets=env.values())
         return
     what = create_cmd(image, command, spec).argv

@@ -180,3 +180,105 @@ def test_pull_policies(tmp_path: Path, registry_with_two_images: RegistryHandle,
     got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
     assert got == {f"{reg}/web:2.1": "present", f"{reg}/worker:2.1": "pulled"}
     assert _pulled_since(since) == [f"{reg}/worker:2.1"]
+
+
+# --- the replay of an unchanged run (bottle.memo, bottle.prepull_report) ------------------
+
+
+def _records(cache: Path) -> list[Path]:
+    """compose's cached answers: a run that goes the full way reads (or writes) one."""
+    return sorted((cache / "prepull").glob("*.json"))
+
+
+# The memo holds the whole environment; pytest's own variable changes between a fixture
+# and its test, so these runs pin it.
+_PINNED = {"PYTEST_CURRENT_TEST": "prepull replay"}
+
+
+def _replayed(cache: Path, *args: str,
+              cwd: Path) -> tuple[bool, subprocess.CompletedProcess[str]]:
+    """Run `bottle prepull ARGS` with compose's cached answer removed first: a replay does
+    not need it (and does not write it back); the full way asks compose again."""
+    for record in _records(cache):
+        record.unlink()
+    r = bottle("prepull", *args, cwd=cwd, env=_PINNED)
+    return not _records(cache), r
+
+
+@pytest.fixture
+def remembered(deployment: Path, _private_cache: Path,
+               registry_with_two_images: RegistryHandle) -> Path:
+    """The deployment prepulled once, and once more when every stat it looked at is older
+    than the racy window, so the second run left a memo."""
+    assert bottle("prepull", "--json", cwd=deployment, env=_PINNED).returncode == 0
+    time.sleep(2.1)  # the plugin and PATH directories this test made are that new
+    r = bottle("prepull", "--json", cwd=deployment, env=_PINNED)
+    assert r.returncode == 0, r.stderr
+    assert list((_private_cache / "prepull").glob("memo-*"))
+    return deployment
+
+
+def test_an_unchanged_run_is_replayed_with_the_same_output(
+        remembered: Path, _private_cache: Path, registry_with_two_images: RegistryHandle) -> None:
+    reg = registry_with_two_images.pull_endpoint
+    replayed, r = _replayed(_private_cache, "--json", cwd=remembered)
+    assert replayed and r.returncode == 0 and r.stderr == ""
+    got = json.loads(r.stdout)
+    assert {i["image"]: (i["status"], i["error"]) for i in got["images"]} == {
+        f"{reg}/web:2.1": ("present", ""), f"{reg}/worker:2.1": ("present", "")}
+    assert isinstance(got["seconds"], float)
+    # Other arguments are another command line: the full way, then its own memo.
+    replayed, r = _replayed(_private_cache, "--quiet", cwd=remembered)
+    assert not replayed and r.returncode == 0 and r.stdout == ""
+
+
+@pytest.mark.parametrize("change", [
+    "compose file", "dotenv", "environment", "config file appears", "image removed",
+    "program on PATH", "damaged memo"])
+def test_any_changed_input_goes_the_full_way(
+        remembered: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
+        change: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = registry_with_two_images.pull_endpoint
+    if change == "compose file":
+        extra = remembered / "extra.yml"
+        extra.write_text(extra.read_text() + "# the same services\n")
+    elif change == "dotenv":
+        (remembered / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=2.1\n")
+    elif change == "environment":
+        monkeypatch.setenv("SOMETHING_ELSE", "1")  # compose could read any of them
+    elif change == "config file appears":
+        (remembered / "bottle.toml").write_text("jobs = 2\n")
+    elif change == "image removed":
+        _rmi(f"{reg}/worker:2.1")
+    elif change == "program on PATH":
+        bin_dir = Path(os.environ["PATH"].split(os.pathsep)[0])
+        (bin_dir / "some-tool").write_text("#!/bin/sh\n")
+    elif change == "damaged memo":
+        (memo_file,) = (_private_cache / "prepull").glob("memo-*")
+        data = bytearray(memo_file.read_bytes())
+        data[-3] ^= 0xFF
+        memo_file.write_bytes(bytes(data))
+    replayed, r = _replayed(_private_cache, "--json", cwd=remembered)
+    assert not replayed and r.returncode == 0, r.stderr
+    statuses = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+    want = "pulled" if change == "image removed" else "present"
+    assert statuses[f"{reg}/worker:2.1"] == want
+
+
+def test_a_failed_run_is_never_replayed(remembered: Path, _private_cache: Path) -> None:
+    good = (remembered / ".env").read_text()
+    (remembered / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=9.9-missing\n")
+    assert bottle("prepull", "--json", cwd=remembered, env=_PINNED).returncode == 1
+    (remembered / ".env").write_text(good)  # the inputs of the remembered run, again
+    replayed, r = _replayed(_private_cache, "--json", cwd=remembered)
+    assert not replayed and r.returncode == 0, r.stderr
+
+
+def test_gc_and_verify_take_the_memos_as_records(remembered: Path,
+                                                 _private_cache: Path) -> None:
+    memos = list((_private_cache / "prepull").glob("memo-*"))
+    r = bottle("cache_verify", cwd=remembered)
+    assert r.returncode == 0 and "damaged" not in r.stderr + r.stdout, r.stderr
+    r = bottle("cache_gc", cwd=remembered)
+    assert r.returncode == 0, r.stderr
+    assert list((_private_cache / "prepull").glob("memo-*")) == memos  # young: kept

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bottle.tools import _http, docker
+from bottle.tools import _http
 
 
 def _serve(path: Path, answer: bytes, seen: list[bytes]) -> threading.Thread:
@@ -126,22 +126,22 @@ def test_docker_host_as_an_endpoint(monkeypatch: pytest.MonkeyPatch, host: str |
         monkeypatch.delenv("DOCKER_HOST", raising=False)
     else:
         monkeypatch.setenv("DOCKER_HOST", host)
-    got = docker._endpoint()
+    got = _http.from_env()
     assert (repr(got) if got else None) == want
 
 
 def test_tls_and_contexts_go_by_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
     monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
-    assert docker._endpoint() is None
+    assert _http.from_env() is None
     monkeypatch.delenv("DOCKER_TLS_VERIFY")
     monkeypatch.setenv("DOCKER_CONTEXT", "remote")
-    assert docker._endpoint() is None
+    assert _http.from_env() is None
 
 
 @pytest.mark.parametrize("text", ["busybox:1.36", "a b/ü?&=#%", "sha256:" + "a" * 64, ""])
 def test_quote_is_urllib_quote(text: str) -> None:
     from urllib.parse import quote
 
-    assert docker.quote(text) == quote(text, safe="")
-    assert docker.quote(text, safe="/") == quote(text, safe="/")
+    assert _http.quote(text) == quote(text, safe="")
+    assert _http.quote(text, safe="/") == quote(text, safe="/")
