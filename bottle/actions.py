@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING, Any
 from bottle import config as config_mod
 from bottle.errors import BottleError
 from bottle.progress import say
-from bottle.tools._proc import ToolError
 from bottle.units import human, parse_age, parse_size
 from cache import cache_root
-from cache.digest import ContextDigest
 from cache.errors import UserError
 from cache.store import Store, check_root
 
@@ -28,6 +26,8 @@ if TYPE_CHECKING:
     from doit.exceptions import TaskFailed
 
     from bottle import image  # imported where used: prepull and the rest need none of it
+    from bottle.tools._proc import ToolError
+    from cache.digest import ContextDigest
 
 # Everything after `--` on the command line, verbatim (doit would eat NAME=VALUE items).
 AGENT_ARGS: list[str] | None = None
@@ -70,6 +70,8 @@ def _log(err: ToolError) -> str:
 def report_error(err: UserError) -> str:
     """Print a user-caused error as its one line (naming the log of a failed tool)."""
     line = str(err)
+    from bottle.tools._proc import ToolError
+
     if isinstance(err, ToolError) and (log := _log(err)):
         line += f" (full output: {log})"
     print(f"bottle: error: {line}", file=sys.stderr, flush=True)
@@ -291,30 +293,32 @@ def egress(json_out: bool, write: str) -> None:
 @user_errors
 def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
     from bottle import prepull as pp
-    from bottle import prepull_report
+    from bottle import pulling
 
-    prepull_report.forget()  # a run that fails or is stopped is not replayed
+    pulling.forget()  # only a run that resolves leaves a memo
     cfg = load_config(options)
     started = time.monotonic()
     seen = pp.Inputs()
     wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
                         project_dir=cfg.project_dir, profiles=cfg.profiles,
                         cache_dir=store().area("prepull"), seen=seen)
+    if seen.known and all(w.policy == pp.MISSING and not pp.cli_pulls(w.image)
+                          for w in wanted):
+        here = config_mod.cwd()
+        pulling.remember(
+            [(w.image, *pp.pull_target(w.image), w.buildable) for w in wanted],
+            jobs=cfg.jobs, quiet=quiet, json_out=json_out,
+            said=[line] if (line := _config_line(cfg)) else [],
+            read=[*(str(p) for pair in config_mod.candidates(here) for p in pair),
+                  *seen.read, str(pp.docker_config())],
+            stat=seen.stat)
     try:
         outcomes = pp.prepull(wanted, jobs=cfg.jobs) if wanted else []
-    except pp.PrepullFailed as err:
-        prepull_report.report(err.outcomes, time.monotonic() - started, quiet=quiet,
-                              json_out=json_out, failed=True)
+    except pulling.PrepullFailed as err:
+        pulling.report(err.outcomes, time.monotonic() - started, quiet=quiet,
+                       json_out=json_out, failed=True)
         raise
-    prepull_report.report(outcomes, time.monotonic() - started, quiet=quiet,
-                          json_out=json_out)
-    if seen.known and all(w.policy == pp.MISSING for w in wanted):
-        here = config_mod.cwd()
-        prepull_report.remember(
-            [w.image for w in wanted], quiet=quiet, json_out=json_out,
-            said=[line] if (line := _config_line(cfg)) else [],
-            read=[str(p) for pair in config_mod.candidates(here) for p in pair] + seen.read,
-            stat=seen.stat)
+    pulling.report(outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out)
 
 
 # --- the shared cache -------------------------------------------------------------------
@@ -398,6 +402,7 @@ def cache_gc(max_size: str, max_age: str) -> None:
     from pathlib import Path
 
     from bottle.engine import dep_file
+    from bottle.tools._proc import ToolError
 
     own = Path(dep_file(store().root, config_mod.cwd()))  # this run's doit state stays
     removed = store().gc(max_bytes=budget, max_age_seconds=age, keep=[own])

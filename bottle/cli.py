@@ -309,14 +309,14 @@ def run_direct(args: list[str]) -> int | None:
 
 
 def _replayed(args: list[str]) -> int | None:
-    """`bottle prepull ...` exactly as last time with every image present: answered from
-    its memo before the modules that resolve and pull are loaded (bottle.prepull_report)."""
+    """`bottle prepull ...` with every input as last time: its resolution taken from the
+    memo before the modules that resolve are loaded (bottle.pulling)."""
     if not args or args[0] != "prepull" or "--" in args:
         return None
-    from bottle import prepull_report
+    from bottle import pulling
 
-    prepull_report.CALL = list(args)
-    return prepull_report.replay(args)
+    pulling.CALL = list(args)
+    return pulling.replay(args)
 
 
 def _run(argv: list[str] | None) -> int:
@@ -371,10 +371,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 code = _run(argv)
             finally:  # the memo's key is this call's alone
-                if "bottle.prepull_report" in sys.modules:
-                    from bottle import prepull_report
+                if "bottle.pulling" in sys.modules:
+                    from bottle import pulling
 
-                    prepull_report.CALL = None
+                    pulling.CALL = None
         except (KeyboardInterrupt, RuntimeError) as err:  # a signal, or Ctrl-C in the imports
             interrupt = signals.interrupt_in(err)
             if interrupt is None:

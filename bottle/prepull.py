@@ -16,9 +16,6 @@ import functools
 import json
 import os
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,10 +24,10 @@ from typing import Any
 
 import xxhash
 
-from bottle import reference
+from bottle import pulling, reference
 from bottle.errors import BottleError
-from bottle.prepull_report import Outcome
-from bottle.tools import compose, docker
+from bottle.pulling import Outcome
+from bottle.tools import _http, compose, docker
 from cache.atomic import write_atomic
 
 MISSING, ALWAYS = "missing", "always"
@@ -250,23 +247,38 @@ def _pull(image: str) -> None:
     """Over the engine's API, as compose pulls; by `docker pull` where docker's config may
     hold credentials for the registry or asks for content trust (the CLI alone does
     those), or where the engine is not plain HTTP."""
-    domain = reference.parse(image).domain
-    if not _cli_pulls(domain, os.environ.get("DOCKER_CONTENT_TRUST", "")):
+    endpoint = _http.from_env()
+    if endpoint is not None and not cli_pulls(image):
         try:
-            docker.engine_pull(image)
-            return
-        except LookupError:
-            pass
+            pulling.api_pull(endpoint, *pull_target(image))
+        except OSError as err:
+            where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            raise docker.DockerError(["docker", "pull", image], 1, reason=(
+                f"cannot reach the Docker engine at {where} ({err.strerror or err}): is "
+                "dockerd running? (DOCKER_HOST names another)")) from None
+        except pulling.PullError as err:
+            raise docker.DockerError(["docker", "pull", image], 1, reason=str(err)) from None
+        return
     docker.pull(image)
+
+
+def cli_pulls(image: str) -> bool:
+    """Whether only the docker CLI can pull `image` (credentials in docker's config, or
+    content trust)."""
+    return _cli_pulls(reference.parse(image).domain, os.environ.get("DOCKER_CONTENT_TRUST", ""))
+
+
+def docker_config() -> Path:
+    """The docker config file `_cli_pulls` reads."""
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
 
 
 @functools.cache
 def _cli_pulls(domain: str, trust: str) -> bool:
     if trust not in ("", "0", "false"):
         return True
-    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
     try:
-        data = json.loads(config.read_bytes())
+        data = json.loads(docker_config().read_bytes())
     except FileNotFoundError:
         return False
     except (OSError, ValueError):
@@ -286,72 +298,23 @@ def _host(key: str) -> str:
     return key.split("://", 1)[-1].split("/", 1)[0]
 
 
-def _fetch(want: Wanted, stop: threading.Event) -> Outcome:
-    started = time.monotonic()
-    if stop.is_set():
-        return Outcome(want.image, "cancelled", 0.0)
-    if _up_to_date(want):
-        return Outcome(want.image, "present", time.monotonic() - started)
-    try:
-        _pull(want.image)
-    except docker.DockerError as err:
-        if not want.buildable:
-            stop.set()  # before this worker can take the next image
-        return Outcome(want.image, "failed", time.monotonic() - started, _reason(err))
-    return Outcome(want.image, "pulled", time.monotonic() - started)
-
-
 def prepull(wanted: Sequence[Wanted], *, jobs: int = 4) -> list[Outcome]:
-    """Check and pull in parallel. After the first failure of a non-buildable image, no
-    new pull starts; pulls under way finish. Raises `PrepullFailed` carrying all outcomes."""
-    stop = threading.Event()
-    outcomes: dict[str, Outcome] = {}
-    todo = deque(wanted)
-    errors: list[BaseException] = []
-    lock = threading.Lock()
+    """Check and pull in parallel (bottle.pulling.run). Raises `PrepullFailed` carrying
+    all outcomes."""
 
-    def work() -> None:
-        while True:
-            with lock:
-                if not todo or errors:
-                    return
-                want = todo.popleft()
-            try:
-                got = _fetch(want, stop)
-            except BaseException as err:  # the engine gone: start nothing new
-                with lock:
-                    errors.append(err)
-                stop.set()
-                return
-            with lock:
-                outcomes[got.image] = got
+    def pull(image: str) -> None:
+        try:
+            _pull(image)
+        except docker.DockerError as err:
+            raise pulling.PullError(_reason(err)) from None
 
-    workers = [threading.Thread(target=work, name=f"prepull-{i}")
-               for i in range(min(max(1, jobs), len(wanted)))]
-    for t in workers:
-        t.start()
-    try:
-        for t in workers:
-            t.join()
-    except BaseException:  # Ctrl-C: start nothing new; pulls under way finish
-        stop.set()
-        with lock:
-            todo.clear()
-        for t in workers:
-            t.join()
-        raise
-    if errors:
-        raise errors[0]
-    ordered = [outcomes[w.image] for w in wanted]
-    failed = [o for o, w in zip(ordered, wanted, strict=True)
-              if o.status == "failed" and not w.buildable]
-    if failed:
-        raise PrepullFailed(failed[0], ordered)
-    return ordered
+    return pulling.run([pulling.Item(w.image, w.buildable, functools.partial(_up_to_date, w),
+                                     functools.partial(pull, w.image)) for w in wanted],
+                       jobs=jobs)
 
 
-class PrepullFailed(BottleError):
-    def __init__(self, first: Outcome, outcomes: list[Outcome]) -> None:
-        super().__init__(f"prepull: cannot pull {first.image}: {first.error} "
-                         "(stopped before deploy)")
-        self.outcomes = outcomes
+def pull_target(image: str) -> tuple[str, str]:
+    """(name, tag or digest) as the engine's pull takes them: a tag always (`latest`
+    where none is given), since without one the engine pulls every tag."""
+    ref = reference.parse(image)
+    return ref.name, ref.digest or ref.tag or "latest"

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+# Not `typing.TYPE_CHECKING`: a replayed run loads this package and neither typing nor pathlib.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def cache_root() -> Path:
     """`$BOTTLE_CACHE_DIR`, else `$XDG_CACHE_HOME/bot-bottle`, else `~/.cache/bot-bottle`."""
+    from pathlib import Path
+
     explicit = os.environ.get("BOTTLE_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()

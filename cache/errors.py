@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import errno
-from pathlib import Path
+
+# Not `typing.TYPE_CHECKING`: importing typing costs a replayed run more than all of this.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class UserError(Exception):

@@ -136,6 +136,22 @@ def cause(*texts: str) -> str:
     return ""
 
 
+def which(program: str) -> str | None:
+    """The executable `program` on the current PATH, as `shutil.which` finds it on POSIX
+    (shutil itself pulls in the compression modules: a measurable part of a warm run)."""
+    if os.sep in program:
+        candidates = [program]
+    else:
+        path = os.environ.get("PATH", os.defpath)
+        if not path:
+            return None
+        candidates = [os.path.join(d, program) for d in path.split(os.pathsep)]
+    for path in dict.fromkeys(os.path.normcase(c) for c in candidates):
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
 @dataclass(frozen=True)
 class Tool:
     """An external CLI found on PATH by its plain name."""
@@ -149,9 +165,7 @@ class Tool:
         return Command(self, tuple(str(a) for a in args))
 
     def which(self) -> str | None:
-        import shutil
-
-        return shutil.which(self.program, path=os.environ.get("PATH", os.defpath))
+        return which(self.program)
 
     def available(self) -> bool:
         return self.which() is not None

@@ -564,31 +564,3 @@ def container_state(name: str) -> dict[str, Any] | None:
 
 def engine_has_image(ref: str, *, timeout: float = 5.0) -> bool:
     return engine_image(ref, timeout=timeout) is not None
-
-
-def engine_pull(ref: str, *, timeout: float = 600.0) -> None:
-    """`docker pull` over the engine's API, without registry credentials (the caller runs
-    `docker pull` where docker's config may hold some: only the CLI reads them). Raises
-    LookupError where the engine is not plain HTTP, DockerError with the daemon's message
-    (as `docker pull` prints it) when the pull fails."""
-    image = reference.parse(ref)
-    what = ["docker", "pull", ref]
-    # A tag or digest always: without one the engine pulls every tag.
-    query = f"fromImage={quote(image.name)}&tag={quote(image.digest or image.tag or 'latest')}"
-    status, body = _engine_request("POST", f"/images/create?{query}", what, timeout)
-    if status != 200:
-        raise DockerError(what, 1, reason="Error response from daemon: " + _message(body))
-    for line in body.splitlines():  # progress; a failure midway arrives as an error line
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("error"):
-            raise DockerError(what, 1, reason=str(event["error"]))
-
-
-def _message(body: bytes) -> str:
-    try:
-        return str(json.loads(body)["message"])
-    except (ValueError, KeyError, TypeError):
-        return body.decode(errors="replace").strip()[:300]

@@ -233,7 +233,7 @@ def test_an_unchanged_run_is_replayed_with_the_same_output(
 
 
 @pytest.mark.parametrize("change", [
-    "compose file", "dotenv", "environment", "config file appears", "image removed",
+    "compose file", "dotenv", "environment", "config file appears", "docker config",
     "program on PATH", "damaged memo"])
 def test_any_changed_input_goes_the_full_way(
         remembered: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
@@ -248,8 +248,8 @@ def test_any_changed_input_goes_the_full_way(
         monkeypatch.setenv("SOMETHING_ELSE", "1")  # compose could read any of them
     elif change == "config file appears":
         (remembered / "bottle.toml").write_text("jobs = 2\n")
-    elif change == "image removed":
-        _rmi(f"{reg}/worker:2.1")
+    elif change == "docker config":  # credentials: only the CLI pulls then
+        (Path(os.environ["DOCKER_CONFIG"]) / "config.json").write_text('{"auths": {}}')
     elif change == "program on PATH":
         bin_dir = Path(os.environ["PATH"].split(os.pathsep)[0])
         (bin_dir / "some-tool").write_text("#!/bin/sh\n")
@@ -261,17 +261,32 @@ def test_any_changed_input_goes_the_full_way(
     replayed, r = _replayed(_private_cache, "--json", cwd=remembered)
     assert not replayed and r.returncode == 0, r.stderr
     statuses = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
-    want = "pulled" if change == "image removed" else "present"
-    assert statuses[f"{reg}/worker:2.1"] == want
+    assert statuses[f"{reg}/worker:2.1"] == "present"
 
 
-def test_a_failed_run_is_never_replayed(remembered: Path, _private_cache: Path) -> None:
-    good = (remembered / ".env").read_text()
-    (remembered / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=9.9-missing\n")
-    assert bottle("prepull", "--json", cwd=remembered, env=_PINNED).returncode == 1
-    (remembered / ".env").write_text(good)  # the inputs of the remembered run, again
+def test_a_replay_pulls_what_went_missing(remembered: Path, _private_cache: Path,
+                                          registry_with_two_images: RegistryHandle) -> None:
+    reg = registry_with_two_images.pull_endpoint
+    _rmi(f"{reg}/worker:2.1")
+    since = time.time()
     replayed, r = _replayed(_private_cache, "--json", cwd=remembered)
-    assert not replayed and r.returncode == 0, r.stderr
+    assert replayed and r.returncode == 0, r.stderr
+    statuses = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+    assert statuses == {f"{reg}/web:2.1": "present", f"{reg}/worker:2.1": "pulled"}
+    assert _pulled_since(since) == [f"{reg}/worker:2.1"]
+
+
+def test_a_failing_pull_fails_the_same_on_replay(remembered: Path, _private_cache: Path) -> None:
+    """The memo keeps the resolution, not the outcome: pulls run live each time."""
+    (remembered / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=9.9-missing\n")
+    first = bottle("prepull", "--json", cwd=remembered, env=_PINNED)
+    assert first.returncode == 1
+    replayed, again = _replayed(_private_cache, "--json", cwd=remembered)
+    assert replayed and again.returncode == 1
+    assert again.stderr == first.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith("bottle: error: prepull: cannot pull ")
+    statuses = [i["status"] for i in json.loads(again.stdout)["images"]]
+    assert "failed" in statuses
 
 
 def test_gc_and_verify_take_the_memos_as_records(remembered: Path,

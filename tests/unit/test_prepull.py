@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bottle import prepull as pp
+from bottle import pulling
 from bottle.errors import BottleError
 from bottle.tools import compose
 from tests import compose_flavors
@@ -76,7 +77,7 @@ def test_only_the_missing_image_is_pulled(fake_docker: Path,
 def test_pull_failure_is_one_clear_error(fake_docker: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BAD", "img-b:nope")
-    with pytest.raises(pp.PrepullFailed) as err:
+    with pytest.raises(pulling.PrepullFailed) as err:
         pp.prepull(want("img-a:1", "img-b:nope"), jobs=1)
     msg = str(err.value)
     assert msg == ("prepull: cannot pull img-b:nope: manifest for img-b:nope not found: "
@@ -88,7 +89,7 @@ def test_pull_failure_is_one_clear_error(fake_docker: Path,
 def test_after_a_failure_no_new_pull_starts(fake_docker: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BAD", "bad:1")
-    with pytest.raises(pp.PrepullFailed) as err:
+    with pytest.raises(pulling.PrepullFailed) as err:
         pp.prepull(want("bad:1", "b:1", "c:1", "d:1"), jobs=1)
     assert pulls(fake_docker) == ["bad:1"]
     assert [o.status for o in err.value.outcomes] == ["failed"] + ["cancelled"] * 3

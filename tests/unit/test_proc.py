@@ -156,3 +156,43 @@ def test_children_run_in_their_own_session(bin_dir: Path) -> None:
 ])
 def test_the_one_line_carries_the_cause_not_the_usage_hint(stderr: str, expected: str) -> None:
     assert cause(stderr) == expected
+
+
+def test_which_finds_what_shutil_which_finds(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Differential: generated PATHs over executables, plain files, directories and
+    symlinks (dangling too), against shutil.which itself."""
+    import random
+    import shutil
+
+    from bottle.tools._proc import which
+
+    rng = random.Random(7)
+    dirs = [tmp_path / f"d{i}" for i in range(5)]
+    for d in dirs:
+        d.mkdir()
+    names = ["tool", "other", "x y", "dir"]
+    monkeypatch.chdir(dirs[2])  # an empty PATH entry is the working directory
+    for _case in range(150):
+        for d in dirs:
+            for n in names:
+                p = d / n
+                if p.is_dir() and not p.is_symlink():
+                    p.rmdir()
+                elif p.is_symlink() or p.exists():
+                    p.unlink()
+                r = rng.random()
+                if r < 0.3:
+                    p.write_text("")
+                    p.chmod(0o755 if r < 0.2 else 0o644)
+                elif r < 0.35:
+                    p.mkdir()
+                elif r < 0.4:
+                    p.symlink_to("/bin/sh")
+                elif r < 0.42:
+                    p.symlink_to("/nonexistent")
+        path = os.pathsep.join(rng.choice([*map(str, dirs), "", "/nonexistent"])
+                               for _ in range(rng.randint(0, 5)))
+        monkeypatch.setenv("PATH", path)
+        for n in [*names, str(dirs[1] / "tool")]:
+            assert which(n) == shutil.which(n, path=path), (path, n)

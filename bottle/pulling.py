@@ -1,0 +1,272 @@
+"""The half of `prepull` that needs neither compose nor the config: pull what is missing of
+a resolved list, several at a time, and report; and the replay of a resolution.
+
+`bottle prepull` run again with the same command line, directory, environment, config
+files, compose files, compose program and docker config (see bottle.memo) resolves to
+the same images, so the resolution is taken from the memo the last run wrote, before the
+modules that resolve (compose, the config, the reference grammar) are loaded; the
+presence checks and the pulls then run live over the engine's API as always. Anything
+the memo cannot answer (no memo, an input changed, a pull policy other than `missing`,
+credentials only the docker CLI reads, an engine that is not plain HTTP) goes the full
+way, which speaks for itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from bottle import memo
+from bottle.errors import BottleError
+from bottle.tools import _http
+
+AREA = "prepull"
+FAILED = "bottle: error: {}"
+# The command line of this run as the user typed it (set by the CLI): the memo's key.
+CALL: list[str] | None = None
+
+
+class Outcome:
+    """What became of one image: present | pulled | failed | cancelled."""
+
+    __slots__ = ("error", "image", "seconds", "status")
+
+    def __init__(self, image: str, status: str, seconds: float, error: str = "") -> None:
+        self.image, self.status, self.seconds, self.error = image, status, seconds, error
+
+    def as_dict(self) -> dict[str, object]:
+        return {"image": self.image, "status": self.status, "seconds": self.seconds,
+                "error": self.error}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Outcome) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as it was
+
+    def __repr__(self) -> str:
+        return (f"Outcome(image={self.image!r}, status={self.status!r}, "
+                f"seconds={self.seconds!r}, error={self.error!r})")
+
+
+def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
+    width = max([len(o.image) for o in outcomes] + [5])
+    lines = [f"{'IMAGE':<{width}}  {'STATUS':<9}  TIME"]
+    for o in outcomes:
+        extra = f"  {o.error}" if o.error else ""
+        lines.append(f"{o.image:<{width}}  {o.status:<9}  {o.seconds:5.2f}s{extra}")
+    counts = {s: sum(o.status == s for o in outcomes)
+              for s in ("present", "pulled", "failed", "cancelled")}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" in {seconds:.2f}s")
+    return "\n".join(lines)
+
+
+def as_json(outcomes: Sequence[Outcome], seconds: float) -> str:
+    import json
+
+    return json.dumps({"images": [o.as_dict() for o in outcomes],
+                       "seconds": round(seconds, 3)})
+
+
+NOTHING = "prepull: no images resolved; nothing to pull (the deploy pulls as usual)"
+
+
+def report(outcomes: Sequence[Outcome], seconds: float, *, quiet: bool, json_out: bool,
+           failed: bool = False) -> None:
+    """The run's summary: JSON on stdout, or the table (stdout; stderr beside a failure),
+    or nothing when quiet. No images at all: one line saying so (an empty JSON list)."""
+    if not outcomes and not failed:
+        if json_out:
+            print(as_json([], 0.0))
+        elif not quiet:
+            print(NOTHING, file=sys.stderr, flush=True)
+        return
+    if json_out:
+        print(as_json(outcomes, seconds))
+    elif not quiet:
+        print(summary(outcomes, seconds), file=sys.stderr if failed else sys.stdout)
+
+
+class PrepullFailed(BottleError):
+    def __init__(self, first: Outcome, outcomes: list[Outcome]) -> None:
+        super().__init__(f"prepull: cannot pull {first.image}: {first.error} "
+                         "(stopped before deploy)")
+        self.outcomes = outcomes
+
+
+class PullError(Exception):
+    """A pull failed; `str()` is the reason as `docker pull` gives it."""
+
+
+class Item:
+    """One image to have: how to tell it is there (True: nothing to do) and how to pull
+    it (raising `PullError`); `buildable` when compose builds it after a failed pull."""
+
+    __slots__ = ("buildable", "image", "present", "pull")
+
+    def __init__(self, image: str, buildable: bool, present: Callable[[], bool],
+                 pull: Callable[[], None]) -> None:
+        self.image, self.buildable, self.present, self.pull = image, buildable, present, pull
+
+
+def _fetch(item: Item, stop: threading.Event) -> Outcome:
+    started = time.monotonic()
+    if stop.is_set():
+        return Outcome(item.image, "cancelled", 0.0)
+    if item.present():
+        return Outcome(item.image, "present", time.monotonic() - started)
+    try:
+        item.pull()
+    except PullError as err:
+        if not item.buildable:
+            stop.set()  # before this worker can take the next image
+        return Outcome(item.image, "failed", time.monotonic() - started, str(err))
+    return Outcome(item.image, "pulled", time.monotonic() - started)
+
+
+def run(items: Sequence[Item], *, jobs: int = 4) -> list[Outcome]:
+    """Check and pull in parallel. After the first failure of a non-buildable image, no
+    new pull starts; pulls under way finish. Raises `PrepullFailed` carrying all outcomes."""
+    stop = threading.Event()
+    outcomes: dict[str, Outcome] = {}
+    todo = deque(items)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo or errors:
+                    return
+                item = todo.popleft()
+            try:
+                got = _fetch(item, stop)
+            except BaseException as err:  # the engine gone: start nothing new
+                with lock:
+                    errors.append(err)
+                stop.set()
+                return
+            with lock:
+                outcomes[got.image] = got
+
+    workers = [threading.Thread(target=work, name=f"prepull-{i}")
+               for i in range(min(max(1, jobs), len(items)))]
+    for t in workers:
+        t.start()
+    try:
+        for t in workers:
+            t.join()
+    except BaseException:  # Ctrl-C: start nothing new; pulls under way finish
+        stop.set()
+        with lock:
+            todo.clear()
+        for t in workers:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+    ordered = [outcomes[i.image] for i in items]
+    failed = [o for o, i in zip(ordered, items, strict=True)
+              if o.status == "failed" and not i.buildable]
+    if failed:
+        raise PrepullFailed(failed[0], ordered)
+    return ordered
+
+
+# --- over the engine's API alone ------------------------------------------------------------
+
+
+def api_present(endpoint: _http.Endpoint, image: str) -> bool:
+    """Whether the engine has `image`; OSError when it cannot say."""
+    got = _http.request(endpoint, "GET", f"/images/{_http.quote(image)}/json", timeout=5.0)
+    if got.status not in (200, 404):
+        raise _http.BadAnswer(f"engine answered {got.status}")
+    return got.status == 200
+
+
+def api_pull(endpoint: _http.Endpoint, name: str, tag: str, *, timeout: float = 600.0) -> None:
+    """`docker pull name:tag` (or `name@digest`) over the engine's API, without registry
+    credentials: PullError with the daemon's message, as `docker pull` prints it."""
+    import json
+
+    # A tag or digest always: without one the engine pulls every tag.
+    got = _http.request(endpoint, "POST",
+                        f"/images/create?fromImage={_http.quote(name)}&tag={_http.quote(tag)}",
+                        timeout=timeout)
+    if got.status != 200:
+        try:
+            message = str(json.loads(got.body)["message"])
+        except (ValueError, KeyError, TypeError):
+            message = got.body.decode(errors="replace").strip()[:300]
+        raise PullError(message)
+    for line in got.body.splitlines():  # progress; a failure midway arrives as an error line
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("error"):
+            raise PullError(str(event["error"]))
+
+
+# --- the memo of a resolution ------------------------------------------------------------------
+
+
+def remember(resolved: Sequence[tuple[str, str, str, bool]], *, jobs: int, quiet: bool,
+             json_out: bool, said: Sequence[str], read: Sequence[str],
+             stat: Sequence[str]) -> None:
+    """Keep this run's resolution for `replay`: (image, name, tag-or-digest, buildable)
+    per image (each pulled only when missing, by the engine's API), how it pulls and
+    reports, the lines it said first, and its inputs."""
+    if CALL is None:
+        return
+    memo.record(AREA, CALL, _cwd(), read=list(read), stat=list(stat),
+                answer={"resolved": [list(r) for r in resolved], "jobs": jobs, "quiet": quiet,
+                        "json": json_out, "said": list(said)})
+
+
+def forget() -> None:
+    if CALL is not None:
+        memo.forget(AREA, CALL)
+
+
+def _cwd() -> str:
+    import os
+
+    return os.getcwd()
+
+
+def replay(args: list[str]) -> int | None:
+    """This run's exit code when the memo resolves it (pulls and report done here); None
+    when the full way must run."""
+    answer = memo.recall(AREA, args)
+    endpoint = _http.from_env()
+    if not isinstance(answer, dict) or endpoint is None:
+        return None
+    try:
+        resolved = [(str(i), str(n), str(t), bool(b)) for i, n, t, b in answer["resolved"]]
+        jobs, quiet, json_out, said = (int(answer["jobs"]), bool(answer["quiet"]),
+                                       bool(answer["json"]), [str(s) for s in answer["said"]])
+    except (KeyError, TypeError, ValueError):
+        return None
+    started = time.monotonic()
+    items = [Item(image, buildable, partial(api_present, endpoint, image),
+                  partial(api_pull, endpoint, name, tag))
+             for image, name, tag, buildable in resolved]
+    failed: PrepullFailed | None = None
+    try:
+        outcomes = run(items, jobs=jobs)
+    except PrepullFailed as err:
+        failed, outcomes = err, err.outcomes
+    except OSError:  # the engine went away: the full way says so in its words
+        return None
+    for line in said:
+        print(line, file=sys.stderr, flush=True)
+    report(outcomes, time.monotonic() - started, quiet=quiet, json_out=json_out,
+           failed=failed is not None)
+    if failed is not None:
+        print(FAILED.format(failed), file=sys.stderr, flush=True)
+        return 1
+    return 0
