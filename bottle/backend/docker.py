@@ -13,7 +13,6 @@ import dataclasses
 import io
 import json
 import os
-import tarfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,12 +110,17 @@ class DockerBottle:
         self.create(extra, tty=tty)
         if self.proxy is not None:  # still starting: the agent starts alongside it
             self.proxy.add_done_callback(self._proxy_started)
-        code = _proc.run_attached(docker_mod.start_cmd(
-            self.container, attach=True, interactive=tty or stdin_is_data()))
+        interactive = tty or stdin_is_data()
+        code = None if interactive else docker_mod.start_attached(
+            self.container, removes_itself=self._run.remove)
+        by_cli = code is None
+        if code is None:  # a terminal, or stdin to pass on: the docker CLI does those
+            code = _proc.run_attached(docker_mod.start_cmd(
+                self.container, attach=True, interactive=interactive))
         failed = self.proxy.exception() if self.proxy is not None else None
         if failed is not None:
             raise failed
-        if code != 0:
+        if code != 0 and by_cli:  # (over the API a failed start is its own error)
             # A container that never ran failed in docker, not in the agent.
             state = docker_mod.container_state(self.container)
             if state is not None and state.get("Status") == "created":
@@ -184,6 +188,8 @@ def _image_user(base_id: str, user: str, store: Store) -> tuple[str, int, int] |
 
 def _file_in_tar(data: bytes) -> str:
     """The one regular file in a tar stream (`docker cp CONTAINER:FILE -`), as text."""
+    import tarfile
+
     with contextlib.suppress(tarfile.TarError), \
             tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for member in tar:
@@ -244,6 +250,8 @@ def _user_image(base_id: str, user: str, uid: int, gid: int,
 
 def _tar(files: dict[str, str]) -> bytes:
     """A build context as a tar, in memory."""
+    import tarfile
+
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, text in files.items():

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tarfile
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +103,8 @@ def _must(b: SmolmachinesBottle, script: str) -> None:
 
 
 def _copy_in(b: SmolmachinesBottle, workspace: Path, tmp: Path) -> None:
+    import tarfile  # here: a launch on another backend need not load it
+
     archive = tmp / "workspace-in.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(workspace, arcname=".")
@@ -117,6 +116,8 @@ def _copy_in(b: SmolmachinesBottle, workspace: Path, tmp: Path) -> None:
 
 def _copy_out(b: SmolmachinesBottle, workspace: Path, tmp: Path) -> None:
     """What the agent wrote lands back in the host workspace (deletions are not mirrored)."""
+    import tarfile
+
     _must(b, f"tar -cf /tmp/workspace-out.tar -C {WORKSPACE} .")
     archive = tmp / "workspace-out.tar"
     smolvm.machine_cp(f"{b.name}:/tmp/workspace-out.tar", str(archive), dialect=b.dialect,
@@ -195,10 +196,12 @@ class SmolmachinesBackend:
         record = store.area("run") / "smolmachines" / f"{name}.json"
         write_atomic(record, json.dumps({"owner": owner_token(), "host": os.uname().nodename,
                                          "state_dir": str(state_dir or "")}).encode())
-        tmp = store.area("tmp") / f"launch-{spec.launch_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp = store.area("tmp") / f"launch-{spec.launch_id}.{os.getpid()}.{os.urandom(4).hex()}"
         tmp.mkdir(parents=True)
         teardown = Teardown(f"machine {name}")
         teardown.add("run record", lambda: record.unlink(missing_ok=True))
+        import shutil  # here: a launch on another backend need not load it
+
         teardown.add("temp dir", lambda: shutil.rmtree(tmp, ignore_errors=True))
         bottle = SmolmachinesBottle(
             name, guest_env=spec.env, agent_command=spec.command, secret_env=list(spec.secrets),
@@ -285,10 +288,10 @@ def _kvm_state() -> str:
 
 def _probe_once(store: Store) -> str | None:
     dialect = smolvm.detect_dialect()
-    name = f"bot-bottle-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    name = f"bot-bottle-probe-{os.getpid()}-{os.urandom(3).hex()}"
     state_dir = None
     if dialect.state_dir:
-        state_dir = store.area("tmp") / f"probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        state_dir = store.area("tmp") / f"probe.{os.getpid()}.{os.urandom(4).hex()}"
         state_dir.mkdir(parents=True)
     try:
         smolvm.machine_create(name, dialect=dialect, state_dir=state_dir)
@@ -301,4 +304,6 @@ def _probe_once(store: Store) -> str | None:
     finally:
         _remove(name, dialect, state_dir)
         if state_dir is not None:
+            import shutil
+
             shutil.rmtree(state_dir, ignore_errors=True)

@@ -37,7 +37,7 @@ class Endpoint:
                  port: int = 2375) -> None:
         self.unix, self.host, self.port = unix, host, port
 
-    def connect(self, timeout: float) -> _socket.socket:
+    def connect(self, timeout: float | None) -> _socket.socket:
         if self.unix is not None:
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             address: Any = self.unix
@@ -122,6 +122,38 @@ def request(endpoint: Endpoint, method: str, path: str, *, body: bytes | None = 
         sock.close()
 
 
+def upgrade(endpoint: Endpoint, method: str, path: str, *,
+            timeout: float = 10.0) -> tuple[int, bytes, _socket.socket, bytes]:
+    """A request that turns the connection into a raw stream (the engine's attach):
+    (status, the body of a refusal, the socket, bytes of the stream already read). The
+    caller owns the socket (closed here on a refusal)."""
+    if any(c in path for c in " \r\n") or not path.startswith("/"):
+        raise ValueError(f"not a request path: {path!r}")
+    head = (f"{method} {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: bot-bottle\r\n"
+            "Content-Length: 0\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+    sock = endpoint.connect(timeout)
+    try:
+        sock.sendall(head.encode("latin-1"))
+        reader = _Reader(sock)
+        status_line = reader.line()
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise BadAnswer(f"not an HTTP answer: {status_line[:80]!r}")
+        status = int(parts[1])
+        headers: dict[str, str] = {}
+        while line := reader.line():
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status in (101, 200):
+            return status, b"", sock, reader.buf
+        body = _body(reader, headers)
+    except BaseException:
+        sock.close()
+        raise
+    sock.close()
+    return status, body, sock, b""
+
+
 class _Reader:
     """Buffered reads from a socket."""
 
@@ -158,6 +190,11 @@ class _Reader:
         return out
 
 
+def read_answer(sock: _socket.socket, method: str) -> Answer:
+    """The answer to a request sent on `sock` by hand (one whose answer comes later)."""
+    return _read_answer(_Reader(sock), method)
+
+
 def _read_answer(reader: _Reader, method: str) -> Answer:
     while True:
         status_line = reader.line()
@@ -175,15 +212,19 @@ def _read_answer(reader: _Reader, method: str) -> Answer:
             break
     if method == "HEAD" or status in (204, 304):
         return Answer(status, headers, b"")
+    return Answer(status, headers, _body(reader, headers))
+
+
+def _body(reader: _Reader, headers: dict[str, str]) -> bytes:
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        return Answer(status, headers, _chunked(reader))
+        return _chunked(reader)
     if "content-length" in headers:
         try:
             length = int(headers["content-length"])
         except ValueError:
             raise BadAnswer("a malformed Content-Length") from None
-        return Answer(status, headers, reader.exactly(length))
-    return Answer(status, headers, reader.rest())
+        return reader.exactly(length)
+    return reader.rest()
 
 
 def _chunked(reader: _Reader) -> bytes:

@@ -552,6 +552,90 @@ def network_exists(name: str, *, timeout: float = 5.0) -> bool:
         return r.returncode == 0
 
 
+def start_attached(container: str, *, removes_itself: bool) -> int | None:
+    """`docker start --attach` of a container created without a terminal or stdin, over
+    the engine's API (the CLI's own start-up is a sixth of a headless launch): its output
+    copied to ours as it comes, then its exit code. None where the engine is not plain
+    HTTP (the caller runs the CLI). DockerError when it cannot start."""
+    endpoint = _http.from_env()
+    if endpoint is None:
+        return None
+    name = quote(positional(container, "container"))
+    what = ["docker", "start", "--attach", container]
+    waiting = None
+    try:
+        status, body, stream, pending = _http.upgrade(
+            endpoint, "POST", f"/containers/{name}/attach?stream=1&stdout=1&stderr=1")
+        if status not in (101, 200):
+            raise DockerError(what, 1, reason=f"Error response from daemon: {_said(body)}")
+        try:
+            # Asked before the start, as `docker run` asks: the answer comes at the exit, or
+            # once the container is gone when it removes itself (as `docker run --rm`).
+            until = "removed" if removes_itself else "next-exit"
+            waiting = endpoint.connect(None)
+            waiting.sendall(f"POST /containers/{name}/wait?condition={until} HTTP/1.1\r\n"
+                            "Host: docker\r\nContent-Length: 0\r\n"
+                            "Connection: close\r\n\r\n".encode())
+            started = _http.request(endpoint, "POST", f"/containers/{name}/start",
+                                    timeout=60.0)
+            if started.status not in (204, 304):
+                raise DockerError(what, 1, reason="Error response from daemon: "
+                                  f"{_said(started.body)}")
+            stream.settimeout(None)
+            _copy_frames(stream, pending)
+        finally:
+            stream.close()
+        answer = _http.read_answer(waiting, "POST")
+    except OSError as err:
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise DockerError(what, 1, reason=f"cannot reach the Docker engine at {where} "
+                          f"({err.strerror or err})") from None
+    finally:
+        if waiting is not None:
+            waiting.close()
+    if answer.status != 200:
+        raise DockerError(what, 1, reason=f"Error response from daemon: {_said(answer.body)}")
+    result = json.loads(answer.body)
+    if (result.get("Error") or {}).get("Message"):
+        raise DockerError(what, 1, reason=str(result["Error"]["Message"]))
+    return int(result["StatusCode"])
+
+
+def _said(body: bytes) -> str:
+    """The engine's message in an error answer."""
+    try:
+        return str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace").strip()[:300]
+
+
+def _copy_frames(stream: Any, pending: bytes) -> None:
+    """The attach stream of a container without a terminal: frames of (stream, size)
+    headers, stdout's to our stdout and stderr's to our stderr, until the end."""
+    buf = pending
+    out = {1: 1, 2: 2}
+    while True:
+        while len(buf) < 8:
+            chunk = stream.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        kind, size = buf[0], int.from_bytes(buf[4:8], "big")
+        while len(buf) < 8 + size:
+            chunk = stream.recv(max(65536, 8 + size - len(buf)))
+            if not chunk:
+                return
+            buf += chunk
+        payload, buf = buf[8:8 + size], buf[8 + size:]
+        fd = out.get(kind)
+        if fd is not None:
+            try:
+                while payload:
+                    payload = payload[os.write(fd, payload):]
+            except BrokenPipeError:
+                out.pop(kind)  # the reader went away: the agent runs on, unheard
+
+
 def container_state(name: str) -> dict[str, Any] | None:
     """The container's State (Status, Error, ExitCode...), None when it is gone."""
     r = _proc.run(TOOL.cmd("container", "inspect", "--format={{json .State}}", "--",

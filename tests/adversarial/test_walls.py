@@ -150,23 +150,28 @@ def test_a_secret_that_is_not_utf8_reaches_the_agent_by_name_only(workspace: Pat
 # --- signals at every step (issue 8.5, 8.6) --------------------------------------------
 
 
-@pytest.mark.parametrize("step", ["build", "create", "start"])
+@pytest.mark.parametrize("step", ["build", "create", "start", "attached"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_signal_at_any_step_leaves_nothing(
         step: str, sig: signal.Signals, workspace: Path, slow_docker: Path,
         tmpdir_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
         shared_cache: Path) -> None:
     """`build`: during an image build; `create`: while the container is made; `start`:
-    just before the agent starts."""
+    just before the agent starts (by the CLI); `attached`: while the agent runs, attached
+    over the engine's API."""
     if step != "build":  # a build needs a cold cache: the others share a warm one
         monkeypatch.setenv("BOTTLE_CACHE_DIR", str(shared_cache))
-    if step == "create":  # a docker context sends the create through the CLI, to stall
+    if step in ("create", "start"):  # a docker context sends these through the CLI, to stall
         monkeypatch.setenv("DOCKER_CONTEXT", "default")
-    monkeypatch.setenv("SLOW_STEP", step)
+    if step != "attached":
+        monkeypatch.setenv("SLOW_STEP", step)
     monkeypatch.setenv("BOTTLE_SECRETS", "MY_SECRET")
     monkeypatch.setenv("MY_SECRET", "sk-do-not-leak-123")
     p = spawn("launch", "--headless", "--", "--sleep", "30", cwd=workspace, env=tmpdir_env)
-    wait_for(lambda: slow_docker.exists() or p.poll() is not None)
+    if step == "attached":
+        wait_for(lambda: _running_bottles() != [] or p.poll() is not None, timeout=120)
+    else:
+        wait_for(lambda: slow_docker.exists() or p.poll() is not None)
     if p.poll() is not None:
         pytest.skip(f"no `docker {step}` on this path")  # e.g. a cache hit skips build
     time.sleep(0.3)
@@ -175,7 +180,7 @@ def test_a_signal_at_any_step_leaves_nothing(
     if sig == signal.SIGKILL:
         assert p.returncode == -9
         # Whatever the killed run left is the next run's to remove.
-        monkeypatch.delenv("SLOW_STEP")
+        monkeypatch.delenv("SLOW_STEP", raising=False)
         wait_for(lambda: not _docker_cli_running(), timeout=30)
         r = bottle("launch", "--headless", cwd=workspace, env=tmpdir_env)
         assert r.returncode == 0, r.stderr
@@ -185,6 +190,13 @@ def test_a_signal_at_any_step_leaves_nothing(
     assert bottles() == []
     assert "sk-do-not-leak-123" not in out + err
     assert not _secret_on_disk(workspace, "sk-do-not-leak-123")
+
+
+def _running_bottles() -> list[str]:
+    out = subprocess.run(["docker", "ps", "--filter", "label=bot-bottle=1", "--filter",
+                          "status=running", "--format", "{{.Names}}"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
 
 
 def _docker_cli_running() -> bool:
@@ -414,12 +426,13 @@ def test_a_read_only_cache_still_launches_and_the_exit_code_wins(workspace: Path
         r = bottle("build", cwd=workspace, env={"BOTTLE_BUILD_ARGS": "UNUSED=2"})
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         # The images built meanwhile have no record: gc must not take them for garbage.
-        images = subprocess.run(["docker", "images", "-q"], capture_output=True,
-                                text=True).stdout
+        # (As sets: images made in the same second list in either order.)
+        images = set(subprocess.run(["docker", "images", "-q"], capture_output=True,
+                                    text=True).stdout.split())
         r = bottle("cache_gc", cwd=workspace)
         assert r.returncode == 1 and "is read-only: nothing removed" in one_clear_line(r.stderr)
-        assert subprocess.run(["docker", "images", "-q"], capture_output=True,
-                              text=True).stdout == images
+        assert set(subprocess.run(["docker", "images", "-q"], capture_output=True,
+                                  text=True).stdout.split()) == images
     finally:
         subprocess.run(["umount", "-l", str(cache)], capture_output=True)
     assert bottles() == []

@@ -35,7 +35,11 @@ def test_launch_headless_example_agent(workspace: Path, recording_docker: Path) 
     assert "env: API_KEY=<18 chars>" in out  # the secret reached the agent...
     calls = "\n".join(docker_calls(recording_docker))
     assert "sk-very-secret-123" not in calls and "sk-very-secret-123" not in r.stderr  # ...not argv
-    assert "start --attach" in calls  # created over the engine's API, then attached
+    # The agent's container created, started and attached over the engine's API (the
+    # CLI only creates a never-started one to read the image's /etc/passwd).
+    assert not [c for c in calls.splitlines() if c.startswith(("start", "run"))]
+    assert [c for c in calls.splitlines() if c.startswith("create")] == [
+        c for c in calls.splitlines() if c.startswith("create --name=bot-bottle-peek-")]
     assert bottles() == []  # removed afterwards
     # A second launch reuses the cache: no docker build.
     recording_docker.write_text("")

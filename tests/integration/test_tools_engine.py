@@ -160,3 +160,48 @@ def test_create_errors_are_one_line_without_secrets(busybox_image: str) -> None:
     assert "already in use" in str(err.value)
     msg = str(err.value) + err.value.detail()
     assert "\n" not in str(err.value) and "sk-never-shown" not in msg
+
+
+@pytest.mark.parametrize("remove", [True, False])
+def test_start_attached_over_the_api_is_docker_start_attach(
+        busybox_image: str, tmp_path: Path, remove: bool) -> None:
+    """The same stdout, stderr and exit code as `docker start --attach` (output bigger than
+    one frame, split across streams), and a self-removing container gone at the end."""
+    from bottle.tools.docker import RunSpec
+
+    script = ("i=0; while [ $i -lt 3000 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); "
+              "done; printf 'no newline'; exit 7")
+    names = [f"bb-test-attach-{remove}-cli", f"bb-test-attach-{remove}-api"]
+    got = []
+    try:
+        for name in names:
+            docker.create(busybox_image, ["sh", "-c", script],
+                          RunSpec(name=name, network="none", remove=remove), env={})
+        out, err = tmp_path / "out", tmp_path / "err"
+        with out.open("wb") as o, err.open("wb") as e:
+            cli = subprocess.run(["docker", "start", "--attach", names[0]], stdout=o, stderr=e)
+        got.append((cli.returncode, out.read_bytes(), err.read_bytes()))
+        code = subprocess.run(
+            [sys.executable, "-c", "import sys; from bottle.tools import docker; "
+             f"sys.exit(docker.start_attached({names[1]!r}, removes_itself={remove}))"],
+            capture_output=True, cwd=Path(__file__).parents[2])
+        got.append((code.returncode, code.stdout, code.stderr))
+        assert got[0] == got[1]
+        assert got[1][0] == 7 and got[1][1].endswith(b"out-2999\nno newline")
+        exists = subprocess.run(["docker", "inspect", names[1]], capture_output=True)
+        assert (exists.returncode != 0) is remove
+    finally:
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+
+
+def test_start_attached_that_cannot_start_is_one_line(busybox_image: str) -> None:
+    from bottle.tools.docker import RunSpec
+
+    try:
+        docker.create(busybox_image, ["/no/such/program"],
+                      RunSpec(name="bb-test-attach-fails", network="none"), env={})
+        with pytest.raises(DockerError) as err:
+            docker.start_attached("bb-test-attach-fails", removes_itself=False)
+    finally:
+        subprocess.run(["docker", "rm", "-f", "bb-test-attach-fails"], capture_output=True)
+    assert "\n" not in str(err.value) and "no/such/program" in str(err.value)
