@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
@@ -24,6 +23,7 @@ import xxhash
 from bottle.errors import BottleError
 from bottle.tools import docker, mmdebstrap
 from cache import cache_root
+from cache.record import dataclass, field
 from cache.store import Store
 
 DEFAULT_SUITE = "bookworm"

@@ -17,11 +17,11 @@ import re
 import shlex
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from bottle.errors import BottleError, ConfigError
+from cache.record import dataclass, field, fields
 
 BACKENDS = ("docker", "smolmachines", "auto")
 AGENTS = ("example", "claude")

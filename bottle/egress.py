@@ -17,10 +17,10 @@ import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bottle.errors import BottleError
+from cache.record import dataclass
 
 PROXY_PORT = 3128
 DEFAULT_PORTS = (80, 443)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from bottle.backend import LABEL
 from bottle.egress import PROXY_PORT, Policy, Request, parse_log, proxy_env, render_squid_conf
 from bottle.errors import BottleError
 from bottle.tools import _proc, docker
 from bottle.tools.docker import RunSpec
+from cache.record import dataclass
 
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
 DEFAULT_EGRESS_NETWORK = "bridge"

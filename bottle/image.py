@@ -8,11 +8,9 @@ with this context digest, under this tag?), without running docker.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +21,10 @@ from bottle.config import Config
 from bottle.errors import BottleError
 from bottle.tools import docker as docker_mod
 from bottle.tools._proc import ToolError
+from cache import record
 from cache.digest import ContextDigest, context_digest
 from cache.errors import StorageError
+from cache.record import dataclass, field
 from cache.store import Entry, Store
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def ensure_image(inputs: BuildInputs, store: Store, ctx: ContextDigest) -> Built
                 if fetched is not None:
                     return fetched
                 built = _build(inputs, store, ctx, found.line)
-                return dataclasses.replace(built, line=built.line + _push_image(inputs, store,
+                return record.replace(built, line=built.line + _push_image(inputs, store,
                                                                                 built))
             found = Decision(True, again.line + " (built by another process)",
                              again.image_id, again.retag)
@@ -327,11 +327,11 @@ def pull_from_remote(inputs: BuildInputs, store: Store, ctx: ContextDigest,
         raise BottleError("cache_pull: no remote configured (set remote = HOST[:PORT]/REPO)")
     result: dict[str, Any] = {"remote": inputs.remote.name, "context": ctx.hexdigest}
     if smolmachine:
-        packed = ensure_smolmachine(dataclasses.replace(inputs, remote=dataclasses.replace(
+        packed = ensure_smolmachine(record.replace(inputs, remote=record.replace(
             inputs.remote, push=False)), store, ctx)
         result.update(smolmachine=str(packed.artifact), line=f"pack: {packed.line}")
     else:
-        built = ensure_image(dataclasses.replace(inputs, remote=dataclasses.replace(
+        built = ensure_image(record.replace(inputs, remote=record.replace(
             inputs.remote, push=False)), store, ctx)
         result.update(image=built.image_id, line=f"build: {built.line}")
     return result
@@ -459,9 +459,9 @@ def ensure_smolmachine(inputs: BuildInputs, store: Store, ctx: ContextDigest,
         return fetched
     # The image: from the remote only if it has a record for this context; pushed (if at
     # all) with the .smolmachine below, in one record.
-    image_remote = inputs.remote and dataclasses.replace(inputs.remote, push=False,
+    image_remote = inputs.remote and record.replace(inputs.remote, push=False,
                                                          lookup=has_record)
-    built = ensure_image(dataclasses.replace(inputs, remote=image_remote), store, ctx)
+    built = ensure_image(record.replace(inputs, remote=image_remote), store, ctx)
     key = built.key
     entry, fresh = store.ensure(
         "smolmachine", key, lambda work: _pack_into(work, inputs, built, state_dir),

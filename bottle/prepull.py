@@ -17,7 +17,6 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from bottle.errors import BottleError
 from bottle.pulling import Outcome
 from bottle.tools import _http, compose, docker
 from cache.atomic import write_atomic
+from cache.record import asdict, dataclass
 
 MISSING, ALWAYS = "missing", "always"
 

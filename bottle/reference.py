@@ -9,9 +9,9 @@ argv, so that `image: "--help"` is a bad reference, never a flag.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from bottle.errors import BottleError
+from cache.record import dataclass
 
 DEFAULT_DOMAIN = "docker.io"
 _LEGACY_DOMAIN = "index.docker.io"

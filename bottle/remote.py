@@ -29,7 +29,6 @@ import struct
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from bottle import reference
 from bottle.errors import BottleError
 from bottle.tools import docker as docker_mod
 from bottle.tools import skopeo
+from cache.record import dataclass
 from cache.store import Store
 
 CONFIG_MEDIA_TYPE = "application/vnd.smolmachines.machine.config.v1+json"

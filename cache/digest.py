@@ -30,7 +30,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, starmap
 from operator import attrgetter
@@ -41,6 +40,7 @@ import xxhash
 
 from cache import index as ix
 from cache.errors import UserError
+from cache.record import dataclass, field
 
 if TYPE_CHECKING:
     from cache.dockerignore import ContextFilter, State

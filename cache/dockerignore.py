@@ -51,7 +51,6 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -64,6 +63,7 @@ from cache.goregexp import (
     glob_syntax_ok,
     go_regexp,
 )
+from cache.record import dataclass
 
 IGNORE_FILE = ".dockerignore"
 _MAX_LINE = 64 * 1024  # bufio.Scanner's largest token

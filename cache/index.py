@@ -21,13 +21,14 @@ import json
 import stat
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import compress, starmap
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import xxhash
+
+from cache.record import dataclass
 
 MAGIC = b"BBIX"
 VERSION = 3

@@ -33,7 +33,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ import xxhash
 from cache.atomic import stale_temp, write_atomic
 from cache.errors import StorageError, UserError, storage_error
 from cache.lock import is_locked, locked, pid_alive
+from cache.record import dataclass
 
 META = "meta.json"
 AREAS = ("objects", "refs", "index", "locks", "tmp", "doit", "prepull", "contexts",

@@ -11,10 +11,10 @@ The egress proxy's assets live beside them (`proxy/`), built on the same base.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bottle.errors import BottleError
+from cache.record import dataclass, field
 from cache.store import Store
 
 HERE = Path(__file__).resolve().parent

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +19,7 @@ from bottle.config import Config
 from bottle.signals import shielded
 from bottle.tools._proc import Result
 from cache.lock import pid_alive
+from cache.record import dataclass, field
 from cache.store import Store
 
 DEFAULT_USER = "node"

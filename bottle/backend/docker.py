@@ -9,7 +9,6 @@ image, user, uid and gid), the way the devcontainers CLI's updateRemoteUserUID d
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -39,6 +38,7 @@ from bottle.tools import _proc
 from bottle.tools import docker as docker_mod
 from bottle.tools._proc import Result
 from bottle.tools.docker import Mount, RunSpec
+from cache import record
 from cache.atomic import write_atomic
 from cache.errors import StorageError
 from cache.store import Store
@@ -88,7 +88,7 @@ class DockerBottle:
         self.egress: tuple[egress_net.EgressNet, bool, Path, BottleSpec] | None = None
 
     def _create(self, extra: Sequence[str], tty: bool) -> _proc.Command:
-        spec = dataclasses.replace(self._run, interactive=tty, tty=tty)
+        spec = record.replace(self._run, interactive=tty, tty=tty)
         return docker_mod.create_cmd(self.image_id or "IMAGE",
                                      [self.agent_command, *extra], spec)
 
@@ -101,7 +101,7 @@ class DockerBottle:
             return
         if self._created is not None:
             docker_mod.remove_container(self.container)
-        spec = dataclasses.replace(self._run, interactive=tty or stdin_is_data(), tty=tty)
+        spec = record.replace(self._run, interactive=tty or stdin_is_data(), tty=tty)
         docker_mod.create(self.image_id or "IMAGE", [self.agent_command, *extra], spec,
                           env=self._env)
         self._created = (tuple(extra), tty)

@@ -15,7 +15,6 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bottle import image
@@ -36,6 +35,7 @@ from bottle.tools import _proc, smolvm
 from bottle.tools._proc import Result
 from bottle.tools.smolvm import Dialect
 from cache.atomic import write_atomic
+from cache.record import dataclass
 from cache.store import Store
 
 PROBE_TIMEOUT = 60.0

@@ -23,11 +23,11 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bottle.errors import BottleError
+from cache.record import dataclass, field
 
 if TYPE_CHECKING:
     import re

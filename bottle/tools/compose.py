@@ -14,7 +14,6 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from bottle.errors import BottleError
 from bottle.tools import _proc, docker, dotenv
 from bottle.tools._argv import eq, repeat_eq
 from bottle.tools._proc import Command, Tool, ToolError
+from cache.record import dataclass
 
 
 class ComposeError(ToolError):

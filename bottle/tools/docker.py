@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from bottle.tools import _http, _proc
 from bottle.tools._argv import eq, flag, pairs_eq, repeat_eq
 from bottle.tools._http import quote
 from bottle.tools._proc import Command, Result, Tool, ToolError
+from cache.record import dataclass, field
 
 
 class DockerError(ToolError):

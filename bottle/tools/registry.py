@@ -10,11 +10,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from bottle.tools import _proc
 from bottle.tools._proc import Command, Tool, ToolError
+from cache.record import dataclass
 
 
 class RegistryError(ToolError):

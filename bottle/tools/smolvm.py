@@ -18,13 +18,13 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bottle.errors import BottleError
 from bottle.tools import _proc
 from bottle.tools._argv import flag, opt, pairs, repeat
 from bottle.tools._proc import Command, Result, Tool, ToolError
+from cache.record import dataclass
 
 SIDECAR = ".smolmachine"
 TEARDOWN_TIMEOUT = 60.0

@@ -3,7 +3,6 @@ options; every key declared once; bad values are one clear line naming their sou
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from bottle import config
 from bottle.config import KEYS, Config, load
 from bottle.errors import ConfigError
+from cache import record
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_defaults(tmp_path: Path) -> None:
 def test_every_field_is_declared_once() -> None:
     declared = [k.name for k in KEYS]
     assert len(declared) == len(set(declared))
-    fields = {f.name for f in dataclasses.fields(Config)} - {"config_file", "project_root"}
+    fields = {f.name for f in record.fields(Config)} - {"config_file", "project_root"}
     assert set(declared) == fields
 
 

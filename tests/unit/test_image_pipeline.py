@@ -8,7 +8,6 @@ helper yields; with smolvm >= 1.31 the archive is packed directly, no registry.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from bottle.config import Config
 from bottle.errors import BottleError
 from bottle.tools.registry import RegistryHandle
 from bottle.tools.smolvm import Dialect
+from cache import record
 from cache.store import Store
 
 DIGEST = "0123456789abcdef"
@@ -208,7 +208,7 @@ class TestAgentFromPath:
                                                   tmp_path: Path) -> None:
         artifact = tmp_path / "committed.smolmachine"
         artifact.write_text("")
-        with_artifact = dataclasses.replace(cfg, artifact=artifact)
+        with_artifact = record.replace(cfg, artifact=artifact)
         inputs = image.build_inputs(with_artifact, store)
         with patch.object(image, "ensure_smolmachine") as ensure:
             result = image.committed_or_packed(with_artifact, inputs, store,
@@ -218,7 +218,7 @@ class TestAgentFromPath:
 
     def test_falls_back_when_committed_artifact_missing(self, cfg: Config,
                                                         store: Store) -> None:
-        missing = dataclasses.replace(cfg, artifact=Path("/missing/committed.smolmachine"))
+        missing = record.replace(cfg, artifact=Path("/missing/committed.smolmachine"))
         inputs = image.build_inputs(missing, store)
         packed = image.Packed(Path("/cache/agent.smolmachine"), True, "packed", DIGEST)
         with patch.object(image, "ensure_smolmachine", return_value=packed) as ensure:
@@ -250,11 +250,11 @@ def test_default_tags_differ_per_project_and_per_cache(tmp_path: Path) -> None:
 
 def test_ca_certs_must_exist_and_says_when_it_has_no_effect(
         cfg: Config, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import dataclasses
+    from cache import record
 
     with pytest.raises(BottleError, match=r"^ca_certs: .*missing.pem is not a file$"):
-        image.build_inputs(dataclasses.replace(cfg, ca_certs=tmp_path / "missing.pem"), store)
+        image.build_inputs(record.replace(cfg, ca_certs=tmp_path / "missing.pem"), store)
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    image.build_inputs(dataclasses.replace(cfg, ca_certs=bundle), store)
+    image.build_inputs(record.replace(cfg, ca_certs=bundle), store)
     assert "ca_certs has no effect on your own context" in capsys.readouterr().err
