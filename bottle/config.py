@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shlex
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -406,6 +405,8 @@ def candidates(start: Path) -> list[tuple[Path, Path]]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # here: a run without a config file need not load it
+
     try:
         # A byte-order mark (some editors write one) is not TOML; it means nothing here.
         return tomllib.loads(path.read_bytes().decode("utf-8").removeprefix("\ufeff"))

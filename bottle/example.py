@@ -7,7 +7,6 @@ cache root and renamed into place, so a build never sees half of it.
 
 from __future__ import annotations
 
-import shutil
 import struct
 from pathlib import Path
 
@@ -36,7 +35,9 @@ def is_static_elf(path: Path) -> bool:
 
 
 def find_static_busybox() -> Path:
-    found = [shutil.which("busybox"), *_CANDIDATES]
+    from bottle.tools._proc import which
+
+    found = [which("busybox"), *_CANDIDATES]
     for c in found:
         if c and Path(c).is_file() and is_static_elf(Path(c)):
             return Path(c).resolve()
