@@ -281,3 +281,18 @@ def test_a_relative_cache_dir_is_one_line(task: str, tmp_path: Path) -> None:
     assert r.stderr == ("bottle: error: cache: relative/cache is not an absolute path "
                         "(check BOTTLE_CACHE_DIR)\n")
     assert not (tmp_path / "relative").exists()
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_main_leaves_the_callers_garbage_collector_as_it_was(collecting: bool) -> None:
+    import gc
+
+    from bottle.cli import main
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if collecting else gc.disable)()
+        assert main(["--version"]) == 0
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was else gc.disable)()
