@@ -7,11 +7,15 @@ changed; otherwise the content decides, so a touched-but-identical file is no ch
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from doit.dependency import FileChangedChecker
 
 from cache.digest import hash_file
+
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a warm run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class XXHChecker(FileChangedChecker):  # type: ignore[misc]

@@ -34,7 +34,6 @@ from functools import partial
 from itertools import compress, starmap
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
 
 import xxhash
 
@@ -42,7 +41,11 @@ from cache import index as ix
 from cache.errors import UserError
 from cache.record import dataclass, field
 
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a warm run.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from cache.dockerignore import ContextFilter, State
 
 # Linux stamps files from a clock that ticks every few ms (4 ms at HZ=250); 20 ms is
@@ -200,7 +203,7 @@ class _Walk:
         self.filter = flt
         self.bad = bool(old.meta.get("bad", True)) if old is not None else True
         self.states: dict[str, State | None] = {}
-        self.visited: list[ix.DirRecord | _Fresh] = []
+        self.visited: list[ix.DirRecord | _Fresh | str] = []  # str: the old record of rel
         self.pending: list[tuple[_Fresh, int, str, int]] = []
         self.stats: dict[str, os.stat_result] | None = {} if keep_stats else None
         self.root_fd = -1
@@ -318,7 +321,9 @@ class _Walk:
             return False
         same = set(part.meta["same"])
         for rel in part.meta["order"]:
-            self.visited.append(self.old[rel] if rel in same else part.dirs[rel])
+            # The child's unchanged directories by name: their records are copied out of
+            # the index only if the digest needs them (it does not when nothing moved).
+            self.visited.append(rel if rel in same else part.dirs[rel])
         self.hashed_elsewhere += int(part.meta["hashed"])
         self.fresh += len(part.dirs)
         return True
@@ -456,7 +461,8 @@ class _Walk:
     def records(self) -> list[ix.DirRecord]:
         """The visited records, frozen, with HELD set where a found path lies below an
         excluded directory the walk went into."""
-        recs = [v.record() if isinstance(v, _Fresh) else v for v in self.visited]
+        recs = [v.record() if isinstance(v, _Fresh) else self.old[v] if isinstance(v, str)
+                else v for v in self.visited]
         if not self.fresh:
             return recs  # nothing below any record changed
         below: dict[str, bool] = {}
@@ -479,8 +485,9 @@ def _child(walk: _Walk, rels: Sequence[str], r: int, w: int) -> NoReturn:
         walk.visited, walk.fresh, walk.pending = [], 0, []
         walk._depth(rels)
         walk._read_pending()
-        order = [v.rel for v in walk.visited]
-        same = [v.rel for v in walk.visited if not isinstance(v, _Fresh)]
+        order = [v if isinstance(v, str) else v.rel for v in walk.visited]
+        same = [v if isinstance(v, str) else v.rel for v in walk.visited
+                if not isinstance(v, _Fresh)]
         fresh = [v.record() for v in walk.visited if isinstance(v, _Fresh)]
         data = ix.pack({"order": order, "same": same, "hashed": walk.read}, fresh)
         with os.fdopen(w, "wb") as pipe:

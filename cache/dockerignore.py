@@ -52,7 +52,6 @@ import os
 import posixpath
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
 
 from cache.errors import UserError
 from cache.goregexp import (
@@ -467,7 +466,7 @@ class ContextFilter:
         path = prefix
         try:
             hits_in, alive = state
-            parent = cast("Hits | None", hits_in[0])  # one matcher is never gone
+            parent: Hits | None = hits_in[0]  # type: ignore[assignment]  # one matcher is never gone
             check, split = self.matchers[0].check, self._splits[0]
             classic_alive = alive[0]
             buildkit_alive = len(alive) > 1 and alive[1]
@@ -493,7 +492,7 @@ class ContextFilter:
     def _enter_one(self, path: str, state: State, *, is_dir: bool) -> tuple[bool, State | None]:
         """`enter` for one matcher (no `<Dockerfile>.dockerignore`): the warm path."""
         hits_in, alive = state
-        parent = cast("Hits | None", hits_in[0])  # one matcher is never gone
+        parent: Hits | None = hits_in[0]  # type: ignore[assignment]  # one matcher is never gone
         partial, full, hits = self.matchers[0].check(path, parent, self._splits[0], hits=is_dir)
         classic = alive[0] and not full
         buildkit = len(alive) > 1 and alive[1] and not partial

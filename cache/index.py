@@ -20,15 +20,19 @@ from __future__ import annotations
 import json
 import stat
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import compress, starmap
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
 
 import xxhash
 
 from cache.record import dataclass
+
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a warm run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAGIC = b"BBIX"
 VERSION = 3
@@ -164,7 +168,7 @@ class Index:
     """What one digest of a context saw: its header (digest, inputs) and its records."""
 
     meta: dict[str, Any]
-    dirs: dict[str, DirRecord]
+    dirs: Mapping[str, DirRecord]
 
 
 def _enc(text: str) -> bytes:
@@ -199,24 +203,53 @@ def unpack(data: bytes) -> Index:
         raise DamagedIndex("header") from None
     if not isinstance(meta, dict):
         raise DamagedIndex("header")
-    dirs: dict[str, DirRecord] = {}
-    at, end = head_len, len(view)
-    while at < end:
-        if at + _REC.size > end:
-            raise DamagedIndex("truncated record")
-        rel_len, count, names_len, keys, contents_len, size = _REC.unpack_from(view, at)
-        at += _REC.size
-        parts = []
-        for n in (rel_len, names_len, count, keys * KEY.size, contents_len):
-            if at + n > end:
+    return Index(meta, Records(view, head_len))
+
+
+class Records(Mapping[str, "DirRecord"]):
+    """rel -> DirRecord of an unpacked index. The record boundaries are read at once (a
+    file that does not split into whole records is damaged); each record is copied out
+    and checked when first asked for, so a process that walks half the context (see
+    cache.digest's second process) pays for that half. A record that fails its check
+    raises `DamagedIndex` then, which the walk answers as it answers a damaged file."""
+
+    def __init__(self, view: memoryview, at: int) -> None:
+        self._view = view
+        self._where: dict[str, tuple[int, int, int, int, int, int]] = {}
+        self._made: dict[str, DirRecord] = {}
+        end = len(view)
+        while at < end:
+            if at + _REC.size > end:
                 raise DamagedIndex("truncated record")
-            parts.append(bytes(view[at:at + n]))
+            rel_len, count, names_len, keys, contents_len, size = _REC.unpack_from(view, at)
+            at += _REC.size
+            start = at
+            at += rel_len + names_len + count + keys * KEY.size + contents_len
+            if at > end:
+                raise DamagedIndex("truncated record")
+            rel = bytes(view[start:start + rel_len]).decode("utf-8", "surrogateescape")
+            self._where[rel] = (start + rel_len, names_len, count, keys * KEY.size,
+                                contents_len, size)
+
+    def __getitem__(self, rel: str) -> DirRecord:
+        made = self._made.get(rel)
+        if made is not None:
+            return made
+        at, *lengths, size = self._where[rel]
+        parts = []
+        for n in lengths:
+            parts.append(bytes(self._view[at:at + n]))
             at += n
-        rel = parts[0].decode("utf-8", "surrogateescape")
-        rec = DirRecord(rel, parts[1], parts[2], parts[3], parts[4], size)
+        rec = DirRecord(rel, parts[0], parts[1], parts[2], parts[3], size)
         rec.check()
-        dirs[rel] = rec
-    return Index(meta, dirs)
+        self._made[rel] = rec
+        return rec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
 
 
 def load(path: Path) -> Index | None:
