@@ -252,10 +252,7 @@ def _pull(image: str) -> None:
         try:
             pulling.api_pull(endpoint, *pull_target(image))
         except OSError as err:
-            where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-            raise docker.DockerError(["docker", "pull", image], 1, reason=(
-                f"cannot reach the Docker engine at {where} ({err.strerror or err}): is "
-                "dockerd running? (DOCKER_HOST names another)")) from None
+            raise docker.unreachable(["docker", "pull", image], err) from None
         except pulling.PullError as err:
             raise docker.DockerError(["docker", "pull", image], 1, reason=str(err)) from None
         return

@@ -135,15 +135,7 @@ def upgrade(endpoint: Endpoint, method: str, path: str, *,
     try:
         sock.sendall(head.encode("latin-1"))
         reader = _Reader(sock)
-        status_line = reader.line()
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise BadAnswer(f"not an HTTP answer: {status_line[:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        while line := reader.line():
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
+        status, headers = _head(reader)
         if status in (101, 200):
             return status, b"", sock, reader.buf
         body = _body(reader, headers)
@@ -195,19 +187,24 @@ def read_answer(sock: _socket.socket, method: str) -> Answer:
     return _read_answer(_Reader(sock), method)
 
 
+def _head(reader: _Reader) -> tuple[int, dict[str, str]]:
+    """An answer's status line and headers (names lower-cased)."""
+    status_line = reader.line()
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise BadAnswer(f"not an HTTP answer: {status_line[:80]!r}")
+    headers: dict[str, str] = {}
+    while line := reader.line():
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep:
+            raise BadAnswer(f"a malformed header line: {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
 def _read_answer(reader: _Reader, method: str) -> Answer:
     while True:
-        status_line = reader.line()
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise BadAnswer(f"not an HTTP answer: {status_line[:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        while line := reader.line():
-            name, sep, value = line.decode("latin-1").partition(":")
-            if not sep:
-                raise BadAnswer(f"a malformed header line: {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
+        status, headers = _head(reader)
         if not 100 <= status < 200:  # 1xx answers come before the real one
             break
     if method == "HEAD" or status in (204, 304):

@@ -404,11 +404,16 @@ def _engine_request(method: str, path: str, what: Sequence[str], timeout: float,
         answer = _http.request(endpoint, method, path, body=body, headers=headers,
                                timeout=timeout)
     except OSError as err:
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        raise DockerError(list(what), 1, reason=f"cannot reach the Docker engine at {where} "
-                          f"({err.strerror or err}): is dockerd running? (DOCKER_HOST names "
-                          "another)") from None
+        raise unreachable(what, err) from None
     return answer.status, answer.body
+
+
+def unreachable(what: Sequence[str], err: OSError) -> DockerError:
+    """The error for an engine API call that got no answer (`what`: the CLI equivalent)."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return DockerError(list(what), 1, reason=f"cannot reach the Docker engine at {where} "
+                       f"({err.strerror or err}): is dockerd running? (DOCKER_HOST names "
+                       "another)")
 
 
 def _engine_get(path: str, what: list[str], timeout: float) -> Any:
@@ -587,9 +592,7 @@ def start_attached(container: str, *, removes_itself: bool) -> int | None:
             stream.close()
         answer = _http.read_answer(waiting, "POST")
     except OSError as err:
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        raise DockerError(what, 1, reason=f"cannot reach the Docker engine at {where} "
-                          f"({err.strerror or err})") from None
+        raise unreachable(what, err) from None
     finally:
         if waiting is not None:
             waiting.close()
