@@ -12,6 +12,7 @@ Every image is checked as a reference before it gets near an argv.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -206,7 +207,8 @@ def resolve(
                                                        environ)
     wanted = images_from_model(model, active_profiles=active)
     if record is not None:
-        write_atomic(record, json.dumps([asdict(w) for w in wanted]).encode())
+        with contextlib.suppress(OSError):  # a full or read-only cache: compose again
+            write_atomic(record, json.dumps([asdict(w) for w in wanted]).encode())
     return wanted
 
 

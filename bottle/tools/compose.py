@@ -9,6 +9,7 @@ the profiles. Rendering is local: `config` sends nothing anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -116,7 +117,8 @@ def _version(program: str, size: int, mtime_ns: int, memo_dir: Path | None) -> s
     if memo is not None:
         from cache.atomic import write_atomic
 
-        write_atomic(memo, version.encode())
+        with contextlib.suppress(OSError):  # a full or read-only cache: asked again
+            write_atomic(memo, version.encode())
     return version
 
 

@@ -297,3 +297,28 @@ def test_gc_and_verify_take_the_memos_as_records(remembered: Path,
     r = bottle("cache_gc", cwd=remembered)
     assert r.returncode == 0, r.stderr
     assert list((_private_cache / "prepull").glob("memo-*")) == memos  # young: kept
+
+
+def test_a_read_only_cache_still_prepulls(deployment: Path, _private_cache: Path,
+                                          registry_with_two_images: RegistryHandle) -> None:
+    """The cache only saves work: compose's answer, compose v1's version and the memo
+    are not kept, and the pulls happen as always."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    reg = registry_with_two_images.pull_endpoint
+    _rmi(f"{reg}/worker:2.1")
+    _private_cache.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "--bind", str(_private_cache), str(_private_cache)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(_private_cache)], check=True)
+        for _ in range(2):
+            r = bottle("prepull", "--json", cwd=deployment)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        statuses = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+        assert statuses == {f"{reg}/web:2.1": "present", f"{reg}/worker:2.1": "present"}
+    finally:
+        subprocess.run(["umount", "-l", str(_private_cache)], capture_output=True)
+    assert not list(_private_cache.iterdir())
