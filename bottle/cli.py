@@ -364,12 +364,34 @@ def _run(argv: list[str] | None) -> int:
     return run_doit(args) if code is None else code
 
 
+def _standard_fds_open() -> None:
+    """Started with stdin, stdout or stderr closed, the next file or socket we open would
+    take its number (and the agent's output would go into the engine's socket): each
+    closed one is /dev/null instead."""
+    import os
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:  # a lower one was closed too and took it: keep both open
+                os.dup2(null, fd)
+    # Python made no stream for a closed one (and print() would fall back to stdout).
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+
+
 def main(argv: list[str] | None = None) -> int:
     """The console script's entry: its exit code. A reader that went away (`bottle list |
     head -1`) ends the output quietly, not in a traceback."""
     import gc
 
     from bottle import signals
+
+    _standard_fds_open()
 
     # A run allocates in bursts and leaves little garbage in cycles: the cyclic collector
     # only costs it time (~15 ms of a warm no-op). It is back on where doit takes over,
@@ -396,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         # so it must not break the last flush or the interpreter's shutdown.
         if argv is None:  # the console script, not a caller in its own process
             signals.ignore()
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed
+            sys.stdout.flush()
     except BrokenPipeError:
         import os
 

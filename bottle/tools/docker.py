@@ -587,7 +587,10 @@ def start_attached(container: str, *, removes_itself: bool) -> int | None:
                 raise DockerError(what, 1, reason="Error response from daemon: "
                                   f"{_said(started.body)}")
             stream.settimeout(None)
-            _copy_frames(stream, pending)
+            try:
+                _copy_frames(stream, pending)
+            except OutputClosed as err:  # the launch's teardown removes the bottle
+                raise DockerError(what, 1, reason=str(err)) from None
         finally:
             stream.close()
         answer = _http.read_answer(waiting, "POST")
@@ -612,11 +615,36 @@ def _said(body: bytes) -> str:
         return body.decode(errors="replace").strip()[:300]
 
 
+class OutputClosed(Exception):
+    """Our stdout or stderr cannot take the agent's output: `str()` says which and why."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd`, also when the fd is non-blocking (a parent may hand us one):
+    a full pipe is waited on, as the docker CLI's blocking write waits."""
+    import select
+
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [])
+        except OSError as err:
+            name = "stdout" if fd == 1 else "stderr"
+            if isinstance(err, BrokenPipeError):
+                raise OutputClosed(f"write /dev/{name}: broken pipe (its reader went "
+                                   "away)") from None
+            raise OutputClosed(f"cannot write the agent's output to {name}: "
+                               f"{err.strerror or err}") from None
+
+
 def _copy_frames(stream: Any, pending: bytes) -> None:
     """The attach stream of a container without a terminal: frames of (stream, size)
-    headers, stdout's to our stdout and stderr's to our stderr, until the end."""
+    headers, stdout's to our stdout and stderr's to our stderr, until the end. A write
+    that fails (a reader gone, a full disk) ends it with `OutputClosed`, as it ends the
+    docker CLI: the agent must not run on unheard while the engine keeps its output."""
     buf = pending
-    out = {1: 1, 2: 2}
     while True:
         while len(buf) < 8:
             chunk = stream.recv(65536)
@@ -630,13 +658,8 @@ def _copy_frames(stream: Any, pending: bytes) -> None:
                 return
             buf += chunk
         payload, buf = buf[8:8 + size], buf[8 + size:]
-        fd = out.get(kind)
-        if fd is not None:
-            try:
-                while payload:
-                    payload = payload[os.write(fd, payload):]
-            except BrokenPipeError:
-                out.pop(kind)  # the reader went away: the agent runs on, unheard
+        if kind in (1, 2):
+            _write_all(kind, payload)
 
 
 def container_state(name: str) -> dict[str, Any] | None:

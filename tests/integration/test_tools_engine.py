@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +207,65 @@ def test_start_attached_that_cannot_start_is_one_line(busybox_image: str) -> Non
     finally:
         subprocess.run(["docker", "rm", "-f", "bb-test-attach-fails"], capture_output=True)
     assert "\n" not in str(err.value) and "no/such/program" in str(err.value)
+
+
+def _attached(busybox_image: str, name: str, script: str, stdout: Any,
+              **popen: Any) -> subprocess.Popen[bytes]:
+    from bottle.tools.docker import RunSpec
+
+    docker.create(busybox_image, ["sh", "-c", script],
+                  RunSpec(name=name, network="none", remove=True), env={})
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from bottle.tools import docker\n"
+         "try:\n    sys.exit(docker.start_attached(sys.argv[1], removes_itself=True))\n"
+         "except docker.DockerError as err:\n    print(err, file=sys.stderr); sys.exit(9)",
+         name], stdout=stdout, stderr=subprocess.PIPE, cwd=Path(__file__).parents[2],
+        **popen)
+
+
+def test_start_attached_ends_when_its_reader_goes_away(busybox_image: str) -> None:
+    """An endless agent piped into `head -1`: the attach ends (as the docker CLI's does)
+    instead of leaving the engine to log its output forever."""
+    r, w = os.pipe()
+    try:
+        p = _attached(busybox_image, "bb-test-attach-yes", "yes", w)
+        os.close(w)
+        assert os.read(r, 2) == b"y\n"
+        os.close(r)
+        p.wait(timeout=30)
+        assert p.returncode == 9
+        assert p.stderr is not None and b"broken pipe" in p.stderr.read()
+    finally:
+        subprocess.run(["docker", "rm", "-f", "bb-test-attach-yes"], capture_output=True)
+
+
+def test_start_attached_waits_on_a_non_blocking_stdout(busybox_image: str) -> None:
+    import fcntl
+    import time
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        p = _attached(busybox_image, "bb-test-attach-nb", "head -c 1000000 /dev/zero", w)
+        os.close(w)
+        time.sleep(2)  # the pipe fills (64 KiB) long before the reader starts
+        got = 0
+        while chunk := os.read(r, 65536):
+            got += len(chunk)
+        os.close(r)
+        assert p.wait(timeout=30) == 0 and got == 1_000_000
+    finally:
+        subprocess.run(["docker", "rm", "-f", "bb-test-attach-nb"], capture_output=True)
+
+
+def test_start_attached_says_when_its_output_cannot_be_written(busybox_image: str) -> None:
+    try:
+        with open("/dev/full", "wb") as full:
+            p = _attached(busybox_image, "bb-test-attach-full", "echo hello", full)
+            p.wait(timeout=30)
+        assert p.stderr is not None
+        err = p.stderr.read().decode()
+        assert p.returncode == 9 and "No space left on device" in err
+        assert "cannot reach" not in err
+    finally:
+        subprocess.run(["docker", "rm", "-f", "bb-test-attach-full"], capture_output=True)

@@ -296,3 +296,18 @@ def test_main_leaves_the_callers_garbage_collector_as_it_was(collecting: bool) -
         assert gc.isenabled() is collecting
     finally:
         (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.parametrize("closed", ["1", "2", "0"])
+def test_started_with_a_standard_stream_closed(closed: str, tmp_path: Path) -> None:
+    """Nothing we open later takes the closed number (the agent's output once went into
+    the engine's socket that way); no traceback."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(["sh", "-c", f'"$0" -m bottle --version {closed}>&-', sys.executable],
+                       capture_output=True, text=True, cwd=root,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
