@@ -384,6 +384,18 @@ def launch_rows(base: Path, runs: int) -> list[Row]:
 # --- the table ---------------------------------------------------------------------------
 
 
+def remove_images_of(cache: Path) -> None:
+    """Remove the images a bench cache built (labelled with that cache)."""
+    from bottle.image import cache_label
+    from cache.store import Store
+
+    (label,) = (f"{k}={v}" for k, v in cache_label(Store(cache)).items())
+    ids = subprocess.run(["docker", "images", "-q", "--filter", f"label={label}"],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rmi", "-f", *ids], capture_output=True)
+
+
 def table(rows: Sequence[Row]) -> str:
     head = ["work", "bot-bottle", "(its CPU)", "anchor", "anchor time", "ratio", "goal",
             "peak RSS", "note"]
@@ -439,6 +451,7 @@ def main() -> None:
     finally:
         subprocess.run(["docker", "rmi", "-f", *[p.tag for p in projects]],
                        capture_output=True)
+        remove_images_of(base / "launch-cache")  # the example agent the launch rows built
         shutil.rmtree(base, ignore_errors=True)
     load = os.getloadavg()
     print(f"median of {args.runs} runs, alternating; {os.cpu_count()} cores; load average "
