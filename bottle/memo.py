@@ -34,15 +34,9 @@ _VERSION = 1
 def cache_root() -> str | None:
     """The cache root as `cache.cache_root` names it, as a string; None when relative (the
     full path says what is wrong with it)."""
-    explicit = os.environ.get("BOTTLE_CACHE_DIR")
-    if explicit:
-        root = os.path.expanduser(explicit)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        if xdg and os.path.isabs(os.path.expanduser(xdg)):
-            root = os.path.join(os.path.expanduser(xdg), "bot-bottle")
-        else:
-            root = os.path.join(os.path.expanduser("~"), ".cache", "bot-bottle")
+    from cache import root_text
+
+    root = root_text()
     return root if os.path.isabs(root) else None
 
 

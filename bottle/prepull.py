@@ -248,15 +248,14 @@ def _up_to_date(want: Wanted) -> bool:
 def _pull(image: str) -> None:
     """Over the engine's API, as compose pulls; by `docker pull` where docker's config may
     hold credentials for the registry or asks for content trust (the CLI alone does
-    those), or where the engine is not plain HTTP."""
+    those), or where the engine is not plain HTTP. A refused pull raises
+    `pulling.PullError` (the API) or `docker.DockerError` (the CLI, or no engine)."""
     endpoint = _http.from_env()
     if endpoint is not None and not cli_pulls(image):
         try:
             pulling.api_pull(endpoint, *pull_target(image))
         except OSError as err:
             raise docker.unreachable(["docker", "pull", image], err) from None
-        except pulling.PullError as err:
-            raise docker.DockerError(["docker", "pull", image], 1, reason=str(err)) from None
         return
     docker.pull(image)
 

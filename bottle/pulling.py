@@ -197,11 +197,7 @@ def api_pull(endpoint: _http.Endpoint, name: str, tag: str, *, timeout: float = 
                         f"/images/create?fromImage={_http.quote(name)}&tag={_http.quote(tag)}",
                         timeout=timeout)
     if got.status != 200:
-        try:
-            message = str(json.loads(got.body)["message"])
-        except (ValueError, KeyError, TypeError):
-            message = got.body.decode(errors="replace").strip()[:300]
-        raise PullError(message)
+        raise PullError(_http.message_of(got.body))
     for line in got.body.splitlines():  # progress; a failure midway arrives as an error line
         try:
             event = json.loads(line)

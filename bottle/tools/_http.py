@@ -182,6 +182,16 @@ class _Reader:
         return out
 
 
+def message_of(body: bytes) -> str:
+    """The engine's message in an error answer (its JSON `message`, else the text)."""
+    import json
+
+    try:
+        return str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace").strip()[:300]
+
+
 def read_answer(sock: _socket.socket, method: str) -> Answer:
     """The answer to a request sent on `sock` by hand (one whose answer comes later)."""
     return _read_answer(_Reader(sock), method)

@@ -572,7 +572,7 @@ def start_attached(container: str, *, removes_itself: bool) -> int | None:
         status, body, stream, pending = _http.upgrade(
             endpoint, "POST", f"/containers/{name}/attach?stream=1&stdout=1&stderr=1")
         if status not in (101, 200):
-            raise DockerError(what, 1, reason=f"Error response from daemon: {_said(body)}")
+            raise _refused(what, body)
         try:
             # Asked before the start, as `docker run` asks: the answer comes at the exit, or
             # once the container is gone when it removes itself (as `docker run --rm`).
@@ -584,8 +584,7 @@ def start_attached(container: str, *, removes_itself: bool) -> int | None:
             started = _http.request(endpoint, "POST", f"/containers/{name}/start",
                                     timeout=60.0)
             if started.status not in (204, 304):
-                raise DockerError(what, 1, reason="Error response from daemon: "
-                                  f"{_said(started.body)}")
+                raise _refused(what, started.body)
             stream.settimeout(None)
             try:
                 _copy_frames(stream, pending)
@@ -600,19 +599,11 @@ def start_attached(container: str, *, removes_itself: bool) -> int | None:
         if waiting is not None:
             waiting.close()
     if answer.status != 200:
-        raise DockerError(what, 1, reason=f"Error response from daemon: {_said(answer.body)}")
+        raise _refused(what, answer.body)
     result = json.loads(answer.body)
     if (result.get("Error") or {}).get("Message"):
         raise DockerError(what, 1, reason=str(result["Error"]["Message"]))
     return int(result["StatusCode"])
-
-
-def _said(body: bytes) -> str:
-    """The engine's message in an error answer."""
-    try:
-        return str(json.loads(body)["message"])
-    except (ValueError, KeyError, TypeError):
-        return body.decode(errors="replace").strip()[:300]
 
 
 class OutputClosed(Exception):
@@ -637,6 +628,11 @@ def _write_all(fd: int, data: bytes) -> None:
                                    "away)") from None
             raise OutputClosed(f"cannot write the agent's output to {name}: "
                                f"{err.strerror or err}") from None
+
+
+def _refused(what: list[str], body: bytes) -> DockerError:
+    """The error for an API call the engine answered with a refusal, as the CLI says it."""
+    return DockerError(what, 1, reason=f"Error response from daemon: {_http.message_of(body)}")
 
 
 def _copy_frames(stream: Any, pending: bytes) -> None:
