@@ -274,6 +274,28 @@ class BadPatternReached(Exception):
         self.pattern = pattern
 
 
+# Characters after which a pattern's end is literal text: the glob syntax, and what
+# regexp_source hands on to Go's regexp unescaped (`|` makes the rest an alternative).
+_NOT_LITERAL = frozenset("*?[]\\|{}^")
+
+
+def _tails(patterns: Sequence[Pattern]) -> tuple[str, ...] | None:
+    """The literal text each pattern's match must end with (an ASCII path that ends with
+    none of them is hit by no pattern), or None when some pattern has none to give."""
+    tails = []
+    for p in patterns:
+        if "|" in p.text or not p.text.isascii():
+            return None
+        i = len(p.text)
+        while i and p.text[i - 1] not in _NOT_LITERAL:
+            i -= 1
+        tail = p.text[i:].lstrip("/")  # `**/x` also hits a bare `x`
+        if not tail:
+            return None
+        tails.append(tail)
+    return tuple(tails)
+
+
 def _parents(path: str) -> list[str]:
     """The parent directories Go's patternmatcher tries: prefixes of filepath.Dir."""
     parent = go_clean(posixpath.dirname(path))
@@ -300,6 +322,8 @@ class Matcher:
         self.exclusions = any(p.exclusion for p in self.patterns)
         self.bad = any(p.bad for p in self.patterns)
         self._tests = [(p.exclusion, p.test) for p in self.patterns]
+        self._tails = None if self.bad else _tails(self.patterns)
+        self._misses = (False,) * len(self.patterns)
 
     def matches(self, path: str) -> bool:
         """`MatchesOrParentMatches`: `path` or any parent directory decides. Raises
@@ -334,6 +358,10 @@ class Matcher:
         by all, per-pattern hits to hand to `path`'s children, when `hits`). `parent`
         is what `path`'s directory got (None at the top). A pattern skipped here is not
         a hit, even when it would have matched: Docker does not carry it down."""
+        tails = self._tails
+        if tails is not None and path.isascii() and not path.endswith(tails) and (
+                "/" not in path if parent is None else True not in parent):
+            return False, False, self._misses if hits else ()  # no pattern can hit
         # Without parent results Docker also tries every parent directory (as
         # MatchesOrParentMatches does); the walk only meets that at the top.
         parents = _parents(path) if parent is None and "/" in path else ()

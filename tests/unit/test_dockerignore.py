@@ -4,6 +4,8 @@ tables restated as facts), Go's pattern and regexp syntax, and the context walks
 from __future__ import annotations
 
 import os
+import random
+import re
 import socket
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from cache.digest import _walk
 from cache.dockerignore import (
+    BadPatternReached,
     ContextFilter,
     Matcher,
     Pattern,
@@ -421,3 +424,88 @@ def test_an_ignored_dockerfile_whose_name_is_no_pattern(tmp_path: Path) -> None:
         sent(ctx, "Docker[file")
     (ctx / ".dockerignore").write_text("x\n")
     assert "Docker[file" in sent(ctx, "Docker[file")
+
+
+# --- the literal-tail shortcut of `check` ------------------------------------------------
+
+# Patterns built from parts that end in text, in globs, and in what Go's regexp reads
+# (`{2}`, `|`, `^`), against names that such endings hit or just miss.
+_STARTS = ["", "*", "**/", "**", "a/", "a/**/", "?", "[ab]", "\\*", "^", "a|", "é", "!"]
+_CORES = ["", "a", "foo", "x.log", "a{2}", "a|b", "^a", "$", "[^a]", "*", "."]
+_ENDS = ["", ".log", "/**", "/*", "*", "{2}", "g", "/foo", "b"]
+_NAMES = ["a", "b", "x.log", "a.log", "log", "foo", "ab", "a|b", "aa", "bb", "*", "é",
+          "a.log\n", ".", "$", "aab", "^a", "xfoo", "a{2}", "g", "-"]
+
+
+def test_the_tail_shortcut_answers_as_every_pattern_would() -> None:
+    """`check` skips the patterns when an ASCII path ends with none of their literal tails;
+    with the shortcut off the answers (and the hits handed down) are the same."""
+    rng = random.Random(11)
+    paths = _NAMES + [f"{a}/{b}" for a in _NAMES for b in _NAMES if rng.random() < 0.3]
+    tried = skipped = 0
+    for start in _STARTS:
+        for core in _CORES:
+            for end in _ENDS:
+                text = start + core + end
+                others = [] if rng.random() < 0.7 else [f"!{rng.choice(_NAMES)}.log"]
+                try:
+                    fast = Matcher([text, *others])
+                except UserError:
+                    continue
+                slow = Matcher([text, *others])
+                slow._tails = None
+                for path in paths:
+                    parent = None if rng.random() < 0.5 else tuple(
+                        rng.random() < 0.1 for _ in fast.patterns)
+                    upto, hits = rng.choice((-1, 0, 1)), rng.random() < 0.5
+                    try:
+                        want = slow.check(path, parent, upto, hits=hits)
+                    except BadPatternReached:
+                        continue
+                    tried += 1
+                    skipped += fast._tails is not None and path.isascii() and \
+                        not path.endswith(fast._tails)
+                    assert fast.check(path, parent, upto, hits=hits) == want, \
+                        (text, others, path, parent, upto)
+    assert tried > 50_000 and skipped > 20_000  # the generator reaches both ways
+
+
+@pytest.mark.parametrize(("patterns", "tails"), [
+    (["*.log", "**/*.log"], (".log", ".log")),
+    (["node_modules", "!keep.txt"], ("node_modules", "keep.txt")),
+    (["**/build"], ("build",)),  # `**/build` also hits a bare `build`
+    (["build/**"], None),  # ends in a glob: nothing to test
+    (["a|b.log"], None),  # Go reads `|` as an alternative
+    (["*.lo[gG]"], None),
+    (["é.log"], None),
+])
+def test_tails(patterns: list[str], tails: tuple[str, ...] | None) -> None:
+    assert Matcher(patterns)._tails == tails
+
+
+def test_a_class_written_negated_holds_the_same_code_points() -> None:
+    """`_class_re` writes a class by its complement when that is shorter (`[^/]`): the
+    same code points match either way, at the edges of every range and across Unicode."""
+    from cache.goregexp import _MAX_RUNE, _class_re
+
+    rng = random.Random(5)
+    edges = [0, 1, 0x2E, 0x2F, 0x30, 0x7F, 0x80, 0xD7FF, 0xD800, 0xDFFF, 0xE000, 0xFFFD,
+             0xFFFF, 0x10000, _MAX_RUNE - 1, _MAX_RUNE]
+    negated = 0
+    for _ in range(400):
+        ranges = []
+        for _ in range(rng.randint(1, 4)):
+            lo = rng.choice([rng.randrange(0x80), rng.randrange(_MAX_RUNE + 1), *edges])
+            ranges.append((lo, min(_MAX_RUNE, lo + rng.choice([0, 1, 5, 0x80, _MAX_RUNE]))))
+        written = _class_re(ranges)
+        negated += written.startswith("[^")
+        rx = re.compile(written, re.ASCII)
+        probes = set(edges)
+        for lo, hi in ranges:
+            probes |= {lo - 1, lo, hi, hi + 1, (lo + hi) // 2}
+        for cp in probes:
+            if 0 <= cp <= _MAX_RUNE:
+                inside = any(lo <= cp <= hi for lo, hi in ranges)
+                assert bool(rx.fullmatch(chr(cp))) is inside, (ranges, written, hex(cp))
+    assert negated > 50
+    assert _class_re([(0, 0x2E), (0x30, _MAX_RUNE)]) == "[^\\U0000002f]"
