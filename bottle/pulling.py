@@ -25,13 +25,15 @@ from bottle.errors import BottleError
 from bottle.tools import _http
 
 AREA = "prepull"
+BUILD = "to build"  # the status of a buildable image whose pull failed
 FAILED = "bottle: error: {}"
 # The command line of this run as the user typed it (set by the CLI): the memo's key.
 CALL: list[str] | None = None
 
 
 class Outcome:
-    """What became of one image: present | pulled | failed | cancelled."""
+    """What became of one image: present | pulled | to build (its pull failed, and compose
+    builds it: `error` says why) | failed | cancelled."""
 
     __slots__ = ("error", "image", "seconds", "status")
 
@@ -59,7 +61,7 @@ def summary(outcomes: Sequence[Outcome], seconds: float) -> str:
         extra = f"  {o.error}" if o.error else ""
         lines.append(f"{o.image:<{width}}  {o.status:<9}  {o.seconds:5.2f}s{extra}")
     counts = {s: sum(o.status == s for o in outcomes)
-              for s in ("present", "pulled", "failed", "cancelled")}
+              for s in ("present", "pulled", BUILD, "failed", "cancelled")}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" in {seconds:.2f}s")
     return "\n".join(lines)
 
@@ -121,8 +123,9 @@ def _fetch(item: Item, stop: threading.Event) -> Outcome:
     try:
         item.pull()
     except PullError as err:
-        if not item.buildable:
-            stop.set()  # before this worker can take the next image
+        if item.buildable:  # not fatal: the deploy builds it
+            return Outcome(item.image, BUILD, time.monotonic() - started, str(err))
+        stop.set()  # before this worker can take the next image
         return Outcome(item.image, "failed", time.monotonic() - started, str(err))
     return Outcome(item.image, "pulled", time.monotonic() - started)
 
@@ -169,8 +172,7 @@ def run(items: Sequence[Item], *, jobs: int = 4) -> list[Outcome]:
     if errors:
         raise errors[0]
     ordered = [outcomes[i.image] for i in items]
-    failed = [o for o, i in zip(ordered, items, strict=True)
-              if o.status == "failed" and not i.buildable]
+    failed = [o for o in ordered if o.status == "failed"]
     if failed:
         raise PrepullFailed(failed[0], ordered)
     return ordered

@@ -182,6 +182,41 @@ def test_pull_policies(tmp_path: Path, registry_with_two_images: RegistryHandle,
     assert _pulled_since(since) == [f"{reg}/worker:2.1"]
 
 
+def test_a_buildable_image_the_registry_lacks_is_to_build_not_failed(
+        tmp_path: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
+        flavor: str) -> None:
+    """compose builds a service with `build:` when its pull fails: exit 0, and neither the
+    table nor the JSON calls it failed (the full way and the replay alike)."""
+    reg = registry_with_two_images.pull_endpoint
+    app = tmp_path / "buildable"
+    (app / "b").mkdir(parents=True)
+    (app / "compose.yml").write_text(f"""services:
+  web: {{image: "{reg}/web:2.1"}}
+  local: {{image: "{reg}/local:1", build: ./b}}
+""")
+
+    def check(web: str, r: subprocess.CompletedProcess[str],
+              t: subprocess.CompletedProcess[str]) -> None:
+        assert r.returncode == 0, r.stderr
+        got = {i["image"]: (i["status"], bool(i["error"])) for i in json.loads(r.stdout)["images"]}
+        assert got == {f"{reg}/web:2.1": (web, False), f"{reg}/local:1": ("to build", True)}
+        assert t.returncode == 0, t.stderr
+        assert "failed" not in t.stdout and "1 present, 1 to build in" in t.stdout, t.stdout
+
+    try:
+        check("pulled", bottle("prepull", "--json", cwd=app, env=_PINNED),
+              bottle("prepull", cwd=app, env=_PINNED))
+        time.sleep(2.1)  # older than the racy window: the next runs leave memos
+        for args in (["--json"], []):
+            assert bottle("prepull", *args, cwd=app, env=_PINNED).returncode == 0
+        replayed, r = _replayed(_private_cache, "--json", cwd=app)
+        replayed_too, t = _replayed(_private_cache, cwd=app)
+        assert replayed and replayed_too
+        check("present", r, t)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"{reg}/web:2.1"], capture_output=True)
+
+
 # --- the replay of an unchanged run (bottle.memo, bottle.prepull_report) ------------------
 
 
