@@ -64,11 +64,37 @@ def plugin_path() -> Path | None:
     """The `docker compose` plugin, found as the docker CLI finds it (without running it)."""
     if not docker.TOOL.available():
         return None
-    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    for d in (config / "cli-plugins", *map(Path, _PLUGIN_DIRS)):
+    for d in plugin_dirs():
         if os.access(d / "docker-compose", os.X_OK):
             return (d / "docker-compose").resolve()
     return None
+
+
+def plugin_dirs() -> list[Path]:
+    """Where the docker CLI looks for plugins, in its order: the `cliPluginsExtraDirs` of
+    its config.json (Homebrew puts compose there), its config directory's `cli-plugins`,
+    then the system's."""
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    return [*_extra_dirs(config / "config.json"), config / "cli-plugins",
+            *map(Path, _PLUGIN_DIRS)]
+
+
+def _extra_dirs(config_file: Path) -> list[Path]:
+    """`cliPluginsExtraDirs`, read as Go's encoding/json reads it (the key in any case, the
+    last one standing); none when the file cannot be read as a config (the CLI then warns
+    and goes on with its defaults)."""
+    try:
+        data = json.loads(config_file.read_bytes())
+    except (OSError, ValueError):
+        return []
+    dirs: object = None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key.lower() == "clipluginsextradirs":
+                dirs = value
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        return []
+    return [Path(d) for d in dirs if d]
 
 
 def looked_at(found: Compose) -> list[str]:
@@ -76,9 +102,8 @@ def looked_at(found: Compose) -> list[str]:
     (a program added or removed there changes its listing) and the programs it took (a
     program replaced in place changes its stat)."""
     path = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     docker_cli = docker.TOOL.which()
-    return [*(d or "." for d in path), str(config / "cli-plugins"), *_PLUGIN_DIRS,
+    return [*(d or "." for d in path), *map(str, plugin_dirs()),
             str(found.program), *([docker_cli] if docker_cli else [])]
 
 

@@ -452,3 +452,65 @@ def test_a_reference_the_engine_refuses_is_one_line(tmp_path: Path) -> None:
     assert "bad image reference 'UPPER/x'" in lines[0]
     assert "repository name must be lowercase" in lines[0]
     assert "Traceback" not in run.stderr
+
+
+# --- which compose plugin: the docker CLI's own choice, differentially -----------------------
+
+_METADATA = ('{"SchemaVersion":"0.1.0","Vendor":"bot-bottle tests","Version":"v2.99.0",'
+             '"ShortDescription":"fake compose"}')
+
+
+def _fake_plugin(where: Path, ident: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    plugin = where / "docker-compose"
+    plugin.write_text(f"#!/bin/sh\n[ \"$1\" = docker-cli-plugin-metadata ] && "
+                      f"{{ echo '{_METADATA}'; exit 0; }}\necho 'plugin {ident}'\n")
+    plugin.chmod(0o755)
+
+
+@pytest.mark.skipif(not compose.docker.TOOL.available(), reason="needs the docker CLI")
+def test_the_plugin_the_docker_cli_would_run(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`plugin_path` against `docker compose version` itself, on generated configs: plugins
+    in some of two `cliPluginsExtraDirs` (Homebrew's way), the config directory's
+    `cli-plugins`, with the key in another case, twice, or not a list, a config that is
+    not JSON, a relative directory."""
+    import random
+    import subprocess
+
+    rng = random.Random(3)
+    agreed = extra_won = 0
+    for n in range(40):
+        case = tmp_path / f"c{n}"
+        config, extra = case / "config", [case / "extra0", case / "extra1"]
+        config.mkdir(parents=True)
+        places = {"config": config / "cli-plugins", "extra0": extra[0], "extra1": extra[1]}
+        for ident, where in places.items():
+            if rng.random() < 0.5:
+                _fake_plugin(where, ident)
+        dirs: list[str] = [str(d) for d in extra if rng.random() < 0.8]
+        if rng.random() < 0.2:
+            dirs = ["extra1" if d.endswith("extra1") else d for d in dirs]  # relative
+        key = rng.choice(["cliPluginsExtraDirs", "CLIPluginsExtraDirs", "clipluginsextradirs"])
+        shape = rng.choice(["plain", "plain", "twice", "not a list", "not json"])
+        text = {"plain": f'{{"{key}": {dirs!r}}}'.replace("'", '"'),
+                "twice": f'{{"{key}": ["/nowhere"], "cliPluginsExtraDirs": '
+                         f'{dirs!r}}}'.replace("'", '"'),
+                "not a list": f'{{"{key}": "{extra[0]}"}}',
+                "not json": f'{{"{key}": [{extra[0]}'}[shape]
+        (config / "config.json").write_text(text)
+        monkeypatch.setenv("DOCKER_CONFIG", str(config))
+        monkeypatch.chdir(case)
+        cli = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True,
+                             env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"})
+        theirs = cli.stdout.strip().removeprefix("plugin ") if cli.stdout.startswith(
+            "plugin ") else None
+        found = compose.plugin_path()
+        ours = next((i for i, w in places.items()
+                     if found is not None and found == (w / "docker-compose").resolve()), None)
+        assert ours == theirs, (text, sorted(p for p, w in places.items() if w.exists()),
+                                cli.stdout, cli.stderr)
+        agreed += theirs is not None
+        extra_won += theirs is not None and theirs.startswith("extra") and \
+            (config / "cli-plugins" / "docker-compose").exists()
+    assert agreed > 15 and extra_won > 2
