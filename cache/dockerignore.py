@@ -133,6 +133,15 @@ def read_patterns(data: bytes) -> list[str]:
     return [r.pattern for r in read_rules(data)]
 
 
+def shown(path: Path) -> str:
+    """How an error names a file: relative below the working directory, else whole (a
+    context elsewhere has a `.dockerignore` of its own)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def read_ignore_file(path: Path, source: str) -> list[Rule] | None:
     """The rules of an ignore file, or None when there is none (Docker's os.Open)."""
     try:
@@ -457,7 +466,7 @@ class ContextFilter:
                     ) -> ContextFilter:
         """The filter for `docker build -f dockerfile context` (both resolved); with
         `classic_only`, the classic builder's selection alone (for tests)."""
-        rules = read_ignore_file(context / IGNORE_FILE, IGNORE_FILE) or []
+        rules = read_ignore_file(context / IGNORE_FILE, shown(context / IGNORE_FILE)) or []
         base = Matcher(rules)
         if base.bad:
             _check_like_the_cli(context, base)
@@ -469,7 +478,7 @@ class ContextFilter:
         if classic_only:
             views = views[:1]
         elif own is not None:
-            own_rules = read_ignore_file(own, own.name) or []
+            own_rules = read_ignore_file(own, shown(own)) or []
             matchers.append(Matcher(own_rules))
             views.append(_buildkit_view(matchers[1], 1, len(matchers[1].patterns)))
         return cls(matchers, views)

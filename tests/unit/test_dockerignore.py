@@ -366,14 +366,15 @@ def test_dockerfile_dockerignore_adds_buildkit_selection(tmp_path: Path) -> None
     assert sent(ctx) == {".dockerignore", "Dockerfile", "Dockerfile.dockerignore", "a.log",
                          "b.txt", "keep", "keep/x"}
     (ctx / "Dockerfile.dockerignore").write_text("ok\n[x-]\n")
-    with pytest.raises(UserError, match=r"^Dockerfile\.dockerignore line 2: .*'\[x-\]'"):
+    with pytest.raises(UserError, match=rf"^{ctx}/Dockerfile\.dockerignore line 2: .*'\[x-\]'"):
         sent(ctx)
     sent(ctx, classic_only=True)  # the classic builder never reads it
 
 
 def test_a_regexp_go_rejects_fails_where_the_cli_evaluates_it(tmp_path: Path) -> None:
     ctx = make(tmp_path, ["y"], "x\\Z\n")
-    with pytest.raises(UserError, match=r"^\.dockerignore line 1: Docker rejects .*'x\\\\Z'"):
+    with pytest.raises(UserError,
+                       match=rf"^{ctx}/\.dockerignore line 1: Docker rejects .*'x\\\\Z'"):
         sent(ctx)
 
 
@@ -411,8 +412,22 @@ def test_unreadable_dockerignore(tmp_path: Path) -> None:
     ctx = make(tmp_path, [], "")
     (ctx / ".dockerignore").unlink()
     (ctx / ".dockerignore").mkdir()
-    with pytest.raises(UserError, match=r"cannot read \.dockerignore"):
+    with pytest.raises(UserError, match=rf"cannot read {ctx}/\.dockerignore"):
         sent(ctx)
+
+
+def test_a_bad_pattern_names_which_dockerignore(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The context's own file, as a path: relative below the working directory, whole
+    elsewhere (`bottle.toml`'s context is often not where the user stands)."""
+    ctx = make(tmp_path / "app", ["y"], "ok\n[z-a]\n")
+    for cwd, name in ((tmp_path / "app", ".dockerignore"), (tmp_path, "app/.dockerignore"),
+                      (tmp_path / "elsewhere", f"{ctx}/.dockerignore")):
+        cwd.mkdir(exist_ok=True)
+        monkeypatch.chdir(cwd)
+        with pytest.raises(UserError) as err:
+            sent(ctx)
+        assert str(err.value).startswith(f"{name} line 2: Docker rejects the pattern '[z-a]'")
 
 
 def test_an_ignored_dockerfile_whose_name_is_no_pattern(tmp_path: Path) -> None:
