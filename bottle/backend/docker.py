@@ -278,10 +278,12 @@ class DockerBackend:
         return None
 
     def prepare(self, cfg: Config, store: Store) -> Prepared:
+        network = cfg.network or agents.profile(cfg.agent).network
+        _check_networks(network, cfg.egress_network)  # before minutes of building
         inputs = image.build_inputs(cfg, store)
         built = image.ensure_image(inputs, store, image.digest_context(inputs, store))
         proxy = None
-        if (cfg.network or agents.profile(cfg.agent).network) == "egress":
+        if network == "egress":
             pinputs = image.proxy_inputs(cfg, store)
             proxy = image.ensure_image(pinputs, store, image.digest_context(pinputs, store))
         return Prepared(f"build: {built.line}", image_id=built.image_id,
@@ -337,12 +339,22 @@ class DockerBackend:
         return removed + [f"network {n}" for n in nets]
 
 
+def _check_networks(network: str, egress_network: str) -> None:
+    """The networks a launch names exist (checked before the build; a network removed
+    after it makes `docker create` fail, with the engine's words)."""
+    if network == "egress":
+        if not docker_mod.network_exists(egress_network):
+            raise BottleError(
+                f"egress network {egress_network} not found: the proxy needs a network "
+                "with a way out (set egress_network to one; docker network ls lists them)")
+    elif network not in ("none", "host") and not docker_mod.network_exists(network):
+        raise BottleError(f"network {network} not found (docker network ls lists them)")
+
+
 def _network(spec: BottleSpec) -> str:
     if spec.network == "host":
         progress.say("launch: warning: network = host gives the agent this host's whole "
                      "network, with no isolation")
-    elif spec.network != "none" and not docker_mod.network_exists(spec.network):
-        raise BottleError(f"network {spec.network} not found (docker network ls lists them)")
     return spec.network
 
 
@@ -351,10 +363,6 @@ def _egress_plan(spec: BottleSpec, prepared: Prepared) -> egress_net.EgressNet:
 
     if prepared.proxy_image_id is None:
         raise BottleError("network = egress: no proxy image was prepared")
-    if not docker_mod.network_exists(spec.egress_network):
-        raise BottleError(
-            f"egress network {spec.egress_network} not found: the proxy needs a network "
-            "with a way out (set egress_network to one; docker network ls lists them)")
     return egress_net.plan(spec.launch_id, egress_network=spec.egress_network)
 
 

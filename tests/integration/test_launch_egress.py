@@ -97,3 +97,4 @@ def test_an_egress_network_that_does_not_exist_is_one_line(workspace: Path,
     assert errors == ["bottle: error: egress network bbt-no-such-net not found: the proxy "
                       "needs a network with a way out (set egress_network to one; docker "
                       "network ls lists them)"]
+    assert r.stderr.splitlines() == errors  # the one line, before any build

@@ -131,6 +131,7 @@ def test_a_failing_docker_run_says_why_in_one_line(project: Path) -> None:
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("bottle: error:")]
     assert errors == ["bottle: error: network bogusnet not found "
                       "(docker network ls lists them)"]
+    assert "build:" not in r.stderr  # said before the image is built, not after
 
 
 def test_rebuilds_leave_no_dangling_images_after_gc(project: Path) -> None:
