@@ -155,3 +155,36 @@ def test_changes_show_odd_names_on_one_line(ctx: Path, tmp_path: Path,
     (ctx / "src" / os.fsdecode(b"new\nline\xff")).write_text("x")
     changed = context_digest(ctx, ctx / "Dockerfile", index_path=index).changed
     assert changed == ["added: 'src/new\\nline\\udcff'"]
+
+
+def test_the_collector_is_off_during_a_digest_and_as_it_was_after(tmp_path: Path) -> None:
+    """The walk runs without the cyclic collector (its objects live to the end anyway);
+    the caller's setting is back afterwards, also when the digest fails."""
+    import gc
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    seen: list[bool] = []
+    real = digest_mod._Walk.run
+
+    def run(self: digest_mod._Walk) -> None:
+        seen.append(gc.isenabled())
+        real(self)
+
+    was = gc.isenabled()
+    try:
+        digest_mod._Walk.run = run  # type: ignore[method-assign]
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            context_digest(ctx, ctx / "Dockerfile")
+            assert gc.isenabled() is enabled
+            (ctx / ".dockerignore").write_text("[z-a]\n")  # Docker rejects it
+            with pytest.raises(digest_mod.UserError):
+                context_digest(ctx, ctx / "Dockerfile")
+            assert gc.isenabled() is enabled
+            (ctx / ".dockerignore").unlink()
+    finally:
+        digest_mod._Walk.run = real  # type: ignore[method-assign]
+        (gc.enable if was else gc.disable)()
+    assert seen and not any(seen)
