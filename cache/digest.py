@@ -182,10 +182,15 @@ class _Fresh:
         self.keys: list[Key] = []
         self.contents: list[str | None] = []
         self.size = 0
+        self._record: ix.DirRecord | None = None
 
     def record(self) -> ix.DirRecord:
-        return ix.DirRecord.build(self.rel, self.names, bytes(self.flags), self.keys,
-                                  [c or "" for c in self.contents], self.size)
+        """Frozen (asked for once its files are read: later asks get the same one)."""
+        if self._record is None:
+            self._record = ix.DirRecord.build(self.rel, self.names, bytes(self.flags),
+                                              self.keys, [c or "" for c in self.contents],
+                                              self.size)
+        return self._record
 
 
 class _Walk:
@@ -211,6 +216,9 @@ class _Walk:
         self.read = 0
         self.fresh = 0  # directories read now (their record no longer matched)
         self.hashed_elsewhere = 0  # files the second process read
+        # With no index, each process also writes its frontier subtrees' part of the
+        # stream (a subtree's part is contiguous in it): the parent only stitches.
+        self.texts: dict[str, bytes] | None = {} if not self.old else None
         self.old_files = int(old.meta.get("files", 0)) if old is not None else None
         if flt is not None:
             self._use(flt)
@@ -290,36 +298,78 @@ class _Walk:
         return known >= _FORK_ENTRIES
 
     def _split(self, frontier: list[str]) -> None:
-        mine, theirs = frontier[0::2], frontier[1::2]
+        tokens = _tokens(len(frontier))
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports through the pipe
-            _child(self, theirs, r, w)
+            _child(self, frontier, tokens, r, w)
         os.close(w)
         data = None
         try:
-            self._depth(mine)
-            self._read_pending()
+            mine = self._take(frontier, tokens, 0)
+            self._write_texts(mine)
             with os.fdopen(r, "rb") as pipe:
                 r = -1
                 data = pipe.read()
         finally:
             if r != -1:
                 os.close(r)
+            if tokens is not None:
+                os.close(tokens)
             if data is None:  # stopped early: the child's work is not wanted
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             status = os.waitpid(pid, 0)[1]
         if status != 0 or not self._merge(data):  # do its part here (with its errors)
+            taken = set(mine)
+            theirs = [rel for rel in frontier if rel not in taken]
             self._depth(theirs)
             self._read_pending()
+            self._write_texts(theirs)
+
+    def _take(self, frontier: Sequence[str], tokens: int | None, half: int) -> list[str]:
+        """Walk and read frontier directories: one at a time, each taken from `tokens`
+        (a pipe both processes read indices from, so whichever is quicker does more),
+        or every other one (`half` 0 or 1) when there is no such pipe."""
+        if tokens is None:
+            rels = list(frontier[half::2])
+            self._depth(rels)
+            self._read_pending()
+            return rels
+        taken = []
+        while len(got := os.read(tokens, _TOKEN)) == _TOKEN:
+            rel = frontier[int.from_bytes(got, "little")]
+            self._depth([rel])
+            self._read_pending()
+            taken.append(rel)
+        return taken
+
+    def _write_texts(self, rels: Sequence[str]) -> None:
+        """The stream's part of each subtree at `rels`, all walked and read here."""
+        if self.texts is None:
+            return
+        fresh = [v for v in self.visited if isinstance(v, _Fresh)]
+        by_rel = {r.rel: r for r in _held([f.record() for f in fresh])}
+        parts = {f.rel: (f.names, f.keys, f.contents) for f in fresh}
+        for rel in rels:
+            # No texts handed in: every piece is a str.
+            self.texts[rel] = _enc("".join(_pieces(by_rel, parts, rel, {})))  # type: ignore[arg-type]
 
     def _merge(self, data: bytes) -> bool:
-        """Take the child's records; False when its report is not whole."""
+        """Take the child's report (see `_child`); False when it is not whole."""
+        head = int.from_bytes(data[:8], "little")
         try:
-            part = ix.unpack(data)
+            part = ix.unpack(data[8:8 + head])
         except ix.DamagedIndex:
             return False
+        texts = part.meta.get("texts")
+        if self.texts is not None:
+            blob, at = memoryview(data)[8 + head:], 0
+            if not isinstance(texts, list) or sum(n for _rel, n in texts) != len(blob):
+                return False
+            for rel, n in texts:
+                self.texts[rel] = bytes(blob[at:at + n])
+                at += n
         same = set(part.meta["same"])
         for rel in part.meta["order"]:
             # The child's unchanged directories by name: their records are copied out of
@@ -466,33 +516,53 @@ class _Walk:
                 else v for v in self.visited]
         if not self.fresh:
             return recs  # nothing below any record changed
-        below: dict[str, bool] = {}
-        for i in range(len(recs) - 1, -1, -1):  # children before parents
-            rec = recs[i]
-            if 1 in rec.flags.translate(_HOLDS):
-                rec = _with_held(rec, below)
-                recs[i] = rec
-            below[rec.rel] = 1 in rec.flags.translate(ix.FOUND)
-        return recs
+        return _held(recs)
 
 
-def _child(walk: _Walk, rels: Sequence[str], r: int, w: int) -> NoReturn:
-    """The second process: walk `rels`, read their files, send the records, exit."""
+_TOKEN = 4  # bytes per frontier index in the token pipe
+_TOKENS_MAX = 16384  # what a pipe surely holds unread (Linux: 64 KiB; POSIX: >= 4096)
+
+
+def _tokens(count: int) -> int | None:
+    """A pipe holding the indices 0..count-1, its write end closed; None when they would
+    not all fit unread (the processes then split the frontier half and half)."""
+    if count * _TOKEN > _TOKENS_MAX:
+        return None
+    r, w = os.pipe()
+    try:
+        os.write(w, b"".join(i.to_bytes(_TOKEN, "little") for i in range(count)))
+    finally:
+        os.close(w)
+    return r
+
+
+def _child(walk: _Walk, frontier: Sequence[str], tokens: int | None, r: int,
+           w: int) -> NoReturn:
+    """The second process: walk frontier directories (see `_take`), read their files,
+    send the records, exit."""
     code = 1
     try:
         os.close(r)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)  # the parent's handlers are not ours
         walk.visited, walk.fresh, walk.pending = [], 0, []
-        walk._depth(rels)
-        walk._read_pending()
+        rels = walk._take(frontier, tokens, 1)
+        if walk.texts is not None:
+            walk.texts = {}
+            walk._write_texts(rels)
         order = [v if isinstance(v, str) else v.rel for v in walk.visited]
         same = [v if isinstance(v, str) else v.rel for v in walk.visited
                 if not isinstance(v, _Fresh)]
         fresh = [v.record() for v in walk.visited if isinstance(v, _Fresh)]
-        data = ix.pack({"order": order, "same": same, "hashed": walk.read}, fresh)
-        with os.fdopen(w, "wb") as pipe:
+        texts = walk.texts or {}
+        data = ix.pack({"order": order, "same": same, "hashed": walk.read,
+                        **({"texts": [[rel, len(t)] for rel, t in texts.items()]}
+                           if walk.texts is not None else {})}, fresh)
+        with os.fdopen(w, "wb") as pipe:  # the report: its length, the records, the texts
+            pipe.write(len(data).to_bytes(8, "little"))
             pipe.write(data)
+            for text in texts.values():
+                pipe.write(text)
         code = 0
     finally:
         os._exit(code)
@@ -506,6 +576,20 @@ def _cpus() -> int:
 
 
 _HOLDS = bytes(1 if f & ix.WALK and not f & ix.SENT else 0 for f in range(256))
+
+
+def _held(recs: list[ix.DirRecord]) -> list[ix.DirRecord]:
+    """`recs` (in walk order: parents first), HELD set where a found path lies below an
+    excluded directory the walk went into. A directory's answer depends on its subtree
+    alone, so a whole subtree's records get their final flags."""
+    below: dict[str, bool] = {}
+    for i in range(len(recs) - 1, -1, -1):  # children before parents
+        rec = recs[i]
+        if 1 in rec.flags.translate(_HOLDS):
+            rec = _with_held(rec, below)
+            recs[i] = rec
+        below[rec.rel] = 1 in rec.flags.translate(ix.FOUND)
+    return recs
 
 
 def _with_held(rec: ix.DirRecord, below: Mapping[str, bool]) -> ix.DirRecord:
@@ -618,31 +702,48 @@ _KINDS = {stat.S_IFREG >> 12: "f", stat.S_IFDIR >> 12: "d", stat.S_IFLNK >> 12: 
           stat.S_IFIFO >> 12: "p", stat.S_IFCHR >> 12: "c", stat.S_IFBLK >> 12: "b"}
 
 
-def _stream(recs: Sequence[ix.DirRecord], lists: Mapping[str, Lists]) -> xxhash.xxh3_128:
+def _stream(recs: Sequence[ix.DirRecord], lists: Mapping[str, Lists],
+            texts: Mapping[str, bytes]) -> xxhash.xxh3_128:
     """The hash over every found entry in sorted path order. Sorting siblings by name,
     with a walked directory's subtree keyed `name/`, gives exactly that order. `lists`
-    holds the decoded parts of the records read now (the others are decoded here)."""
+    holds the decoded parts of the records read now (the others are decoded here);
+    `texts` the stream's part of some subtrees, written already."""
     by_rel = {r.rel: r for r in recs}
     h = xxhash.xxh3_128()
+    if "" not in by_rel:
+        return h
     buf: list[str] = []
-    stack: list[tuple[str, Iterator[tuple[str, str | None]]]] = []
-    if "" in by_rel:
-        stack.append(("", _sorted_items(by_rel[""], lists.get(""))))
-    while stack:
-        prefix, items = stack[-1]
-        for name, piece in items:
-            if piece is None:  # a subtree (`name/`): its entries come here, in order
-                rel = prefix + name[:-1]
-                stack.append((rel + "/", _sorted_items(by_rel[rel], lists.get(rel))))
-                break
-            buf.append(piece)
-        else:
-            stack.pop()
+    for piece in _pieces(by_rel, lists, "", texts):
+        if isinstance(piece, bytes):  # a subtree's part, written already
+            h.update(_enc("".join(buf)))
+            buf.clear()
+            h.update(piece)
+            continue
+        buf.append(piece)
         if len(buf) >= 4096:
             h.update(_enc("".join(buf)))
             buf.clear()
     h.update(_enc("".join(buf)))
     return h
+
+
+def _pieces(by_rel: Mapping[str, ix.DirRecord], lists: Mapping[str, Lists], root: str,
+            texts: Mapping[str, bytes]) -> Iterator[str | bytes]:
+    """The stream's part for the subtree at `root`, piece by piece, in order."""
+    stack = [(f"{root}/" if root else "", _sorted_items(by_rel[root], lists.get(root)))]
+    while stack:
+        prefix, items = stack[-1]
+        for name, piece in items:
+            if piece is None:  # a subtree (`name/`): its entries come here, in order
+                rel = prefix + name[:-1]
+                if rel in texts:
+                    yield texts[rel]
+                    continue
+                stack.append((rel + "/", _sorted_items(by_rel[rel], lists.get(rel))))
+                break
+            yield piece
+        else:
+            stack.pop()
 
 
 def _sorted_items(rec: ix.DirRecord, parts: Lists | None
@@ -809,7 +910,7 @@ def _context_digest(context: Path, dockerfile: Path, build_args: Mapping[str, st
     if not ch.stream and meta is not None and meta.get("tail") == tail_id:
         digest = str(meta["digest"])
     else:
-        h = _stream(recs, walk.lists())
+        h = _stream(recs, walk.lists(), walk.texts or {})
         h.update(tail)
         digest = h.hexdigest()
     changed = ([] if meta is not None and meta.get("digest") == digest else

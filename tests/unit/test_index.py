@@ -172,6 +172,37 @@ def test_warm_cold_and_no_index_agree(ctx: Path, tmp_path: Path, settled: None,
     assert len(seen) == 1 + len(_edits()) - 3  # all moved it but the utime and two excluded
 
 
+def test_each_process_writes_its_subtrees_part_of_the_stream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no index, each process writes the stream of the subtrees it walked and the
+    parent stitches them: the digest is the one a single process computes, also where an
+    excluded directory deep inside a subtree holds a re-included file (HELD) and for
+    names that are not UTF-8."""
+    import random
+
+    rng = random.Random(7)
+    c = tmp_path / "deep"
+    for top in range(12):
+        for sub in ("src", "lib/x", "vendor", "lib/vendor/deeper"):
+            d = c / f"t{top}" / sub
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(rng.randint(0, 4)):
+                (d / f"f{i}.txt").write_bytes(rng.randbytes(rng.randint(0, 300)))
+        (c / f"t{top}" / "vendor" / "keep.txt").write_text("kept\n")
+        (c / f"t{top}" / os.fsdecode(b"bad\xff")).write_text("odd name\n")
+    (c / "Dockerfile").write_text("FROM scratch\n")
+    (c / ".dockerignore").write_text("**/vendor\n!**/vendor/keep.txt\n**/f3.txt\n")
+    serial = digest_of(c)
+    share_everything(monkeypatch, "fork")
+    forked = digest_of(c)
+    assert (forked.hexdigest, forked.files, forked.bytes, forked.hashed) == \
+        (serial.hexdigest, serial.files, serial.bytes, serial.hashed)
+    warm_index = tmp_path / "i.idx"
+    digest_of(c, warm_index)
+    (c / "t5" / "src" / "new.txt").write_text("new\n")  # the warm way: no parts written
+    assert digest_of(c, warm_index).hexdigest == digest_of(c).hexdigest
+
+
 def test_a_second_process_that_fails_is_stood_in_for(ctx: Path, tmp_path: Path,
                                                       settled: None,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
