@@ -336,6 +336,9 @@ class _Walk:
             self._depth(rels)
             self._read_pending()
             return rels
+        # What the walk before the split found is read here even when the other process
+        # takes every token.
+        self._read_pending()
         taken = []
         while len(got := os.read(tokens, _TOKEN)) == _TOKEN:
             rel = frontier[int.from_bytes(got, "little")]
@@ -365,11 +368,16 @@ class _Walk:
         texts = part.meta.get("texts")
         if self.texts is not None:
             blob, at = memoryview(data)[8 + head:], 0
-            if not isinstance(texts, list) or sum(n for _rel, n in texts) != len(blob):
+            if not isinstance(texts, list):
                 return False
-            for rel, n in texts:
-                self.texts[rel] = bytes(blob[at:at + n])
-                at += n
+            try:
+                if sum(n for _rel, n in texts) != len(blob):
+                    return False
+                for rel, n in texts:
+                    self.texts[str(rel)] = bytes(blob[at:at + n])
+                    at += n
+            except (TypeError, ValueError):  # not a list of [rel, length]
+                return False
         same = set(part.meta["same"])
         for rel in part.meta["order"]:
             # The child's unchanged directories by name: their records are copied out of
@@ -869,7 +877,8 @@ def context_digest(
     """Digest of one build's inputs. With `index_path`, unchanged files are not re-read
     (and, unless `write_index` is false, the index is brought up to date)."""
     # A walk makes several objects per entry and frees none until it ends: the cyclic
-    # collector would only traverse them, again and again (measured: ~5 % of a cold run).
+    # collector would only traverse them, again and again (measured: a fifth of the CPU
+    # of a cold digest of 100k files).
     collecting = gc.isenabled()
     gc.disable()
     try:

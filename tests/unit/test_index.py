@@ -203,6 +203,32 @@ def test_each_process_writes_its_subtrees_part_of_the_stream(
     assert digest_of(c, warm_index).hexdigest == digest_of(c).hexdigest
 
 
+@pytest.mark.parametrize("late", [0, 1])
+def test_a_process_that_takes_no_directory_still_reads_its_share(
+        ctx: Path, tmp_path: Path, settled: None, monkeypatch: pytest.MonkeyPatch,
+        late: int) -> None:
+    """The processes take the split's directories from one pipe: when one of them (the
+    parent, `late` 0, or the second process) comes too late to take any, the files the
+    walk found before the split are still read, and the digest is the serial one."""
+    import time
+
+    serial = digest_of(ctx)
+    share_everything(monkeypatch, "fork")
+    take = digest_mod._Walk._take
+
+    def slow(self: digest_mod._Walk, frontier: list[str], tokens: int | None,
+             half: int) -> list[str]:
+        if half == late:
+            time.sleep(0.3)  # the other one has long drained the pipe
+        return take(self, frontier, tokens, half)
+
+    monkeypatch.setattr(digest_mod._Walk, "_take", slow)
+    for index in (None, tmp_path / "i.idx"):
+        got = digest_of(ctx, index)
+        assert (got.hexdigest, got.files, got.bytes, got.hashed) == \
+            (serial.hexdigest, serial.files, serial.bytes, serial.hashed)
+
+
 def test_a_second_process_that_fails_is_stood_in_for(ctx: Path, tmp_path: Path,
                                                       settled: None,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
