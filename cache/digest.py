@@ -62,8 +62,8 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 # Files this big are read in threads (two at least), beside the small ones.
 _BIG_FILE = 8 << 20
-# A second process walks half the directories once this many wait (breadth first) and
-# the context has this many entries (from the index; a first walk always shares).
+# A second process shares the directories that wait once this many do (breadth first)
+# and the context has this many entries (from the index; a first walk always shares).
 _SPLIT_DIRS = 16
 _FORK_ENTRIES = 20_000
 _FORK = True
@@ -288,7 +288,7 @@ class _Walk:
         while stack:
             stack += reversed(self._children(stack.pop()))
 
-    # two processes: the second walks every other waiting directory (and reads its files)
+    # two processes: each takes waiting directories (and reads their files) until none is left
 
     def _worth_a_second_process(self) -> bool:
         if not _FORK or self.stats is not None or not hasattr(os, "fork") or _cpus() < 2 \
