@@ -17,7 +17,7 @@ from doit.cmd_help import Help
 from doit.cmd_info import Info
 from doit.cmd_list import List
 from doit.cmd_run import Run
-from doit.dependency import SqliteDB
+from doit.dependency import DatabaseException, SqliteDB
 from doit.reporter import ConsoleReporter
 
 from bottle.lookup import Lookup, report_skipped
@@ -63,7 +63,8 @@ class StoreDB(SqliteDB):  # type: ignore[misc]
 
     def __init__(self, name: str, codec: Any, *, module_name: str | None = None) -> None:
         self._path = Path(name)
-        self._memory = not self._path.exists()
+        # Empty: what a save on a full disk left (sqlite made the file, then had no room).
+        self._memory = _size(self._path) in (None, 0)
         try:
             super().__init__(":memory:" if self._memory else name, codec)
         except Exception as err:  # doit wraps sqlite's errors in its own exception
@@ -80,11 +81,14 @@ class StoreDB(SqliteDB):  # type: ignore[misc]
                 self._copy_to_disk()
             else:
                 super().dump()
-        except (sqlite3.Error, OSError) as err:
+        except (sqlite3.Error, OSError, DatabaseException) as err:
             say(f"bottle: warning: cannot save task state in {self._path.parent} "
-                f"({_first_line(err)}); the next run checks its inputs again")
+                f"({_cause(err)}); the next run checks its inputs again")
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
+            if _size(self._path) == 0:  # made by this save, or by one like it: no state
+                with contextlib.suppress(OSError):
+                    self._path.unlink()
 
     def remove(self, task_id: str) -> None:
         with contextlib.suppress(sqlite3.Error):  # read-only or full: its state is not kept
@@ -101,6 +105,20 @@ class StoreDB(SqliteDB):  # type: ignore[misc]
         self._conn.commit()
         self._conn.close()
         self._dirty = set()
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _cause(err: BaseException) -> str:
+    """sqlite's own words: doit wraps them in a message about a corrupted file."""
+    text = str(err)
+    return _first_line(Exception(text.rsplit("Original error: ", 1)[1])) \
+        if "Original error: " in text else _first_line(err)
 
 
 def _first_line(err: BaseException) -> str:
