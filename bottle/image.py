@@ -127,7 +127,8 @@ def build_inputs(cfg: Config, store: Store, *, dry: bool = False) -> BuildInputs
     if not context.is_dir():
         raise BottleError(f"build context {context} is not a directory")
     if not dockerfile.is_file():
-        raise BottleError(f"Dockerfile not found: {dockerfile}")
+        what = "is a directory, not a file" if dockerfile.is_dir() else "not found"
+        raise BottleError(f"Dockerfile {what}: {dockerfile}")
     return BuildInputs(context, dockerfile, default_tag(cfg, store), args, cfg.target,
                        network, remote_of(cfg))
 

@@ -311,3 +311,15 @@ def test_started_with_a_standard_stream_closed(closed: str, tmp_path: Path) -> N
                        env={**os.environ, "PYTHONPATH": str(root)})
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("dockerfile", "said"), [
+    (".", "Dockerfile is a directory, not a file: {d}"),
+    ("nope", "Dockerfile not found: {d}/nope"),
+])
+def test_a_dockerfile_that_is_no_file_says_which_way(dockerfile: str, said: str,
+                                                     tmp_path: Path) -> None:
+    (tmp_path / "bottle.toml").write_text(f'context = "."\ndockerfile = "{dockerfile}"\n')
+    r = bottle("build", cwd=tmp_path, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"bottle: error: {said.format(d=tmp_path)}"]
