@@ -539,12 +539,8 @@ def create(image: str, command: Sequence[str], spec: RunSpec, *,
                                      what, timeout, body=body,
                                      headers={"Content-Type": "application/json"})
     if status != 201:
-        try:
-            message = str(json.loads(answer).get("message", ""))
-        except ValueError:
-            message = answer[:300].decode(errors="replace")
         raise DockerError(what, 125, secrets=env.values(),
-                          reason=f"Error response from daemon: {message}")
+                          reason=f"Error response from daemon: {_http.message_of(answer)}")
 
 
 def network_exists(name: str, *, timeout: float = 5.0) -> bool:
