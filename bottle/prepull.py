@@ -268,7 +268,7 @@ def cli_pulls(image: str) -> bool:
 
 def docker_config() -> Path:
     """The docker config file `_cli_pulls` reads."""
-    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    return docker.config_dir() / "config.json"
 
 
 @functools.cache

@@ -74,7 +74,7 @@ def plugin_dirs() -> list[Path]:
     """Where the docker CLI looks for plugins, in its order: the `cliPluginsExtraDirs` of
     its config.json (Homebrew puts compose there), its config directory's `cli-plugins`,
     then the system's."""
-    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    config = docker.config_dir()
     return [*_extra_dirs(config / "config.json"), config / "cli-plugins",
             *map(Path, _PLUGIN_DIRS)]
 

@@ -34,6 +34,11 @@ TOOL = Tool(
 TEARDOWN_TIMEOUT = 60.0
 
 
+def config_dir() -> Path:
+    """The docker CLI's configuration directory (config.json, cli-plugins)."""
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
 def positional(value: str, what: str) -> str:
     """A value for a positional slot: refused when the tool could read it as something
     else (empty, a flag, or holding control characters)."""
