@@ -472,5 +472,6 @@ def _resolve(value: Any, base: Path) -> Any:
     if isinstance(value, Path):
         return value if value.is_absolute() else base / value
     if isinstance(value, list) and value and isinstance(value[0], Path):
-        return [_resolve(v, base) for v in value]
+        # compose files: `-` is compose's standard input, not a file here
+        return [v if str(v) == "-" else _resolve(v, base) for v in value]
     return value

@@ -214,12 +214,15 @@ def run(
     progress: bool = False,
     cwd: str | Path | None = None,
     binary: bool = False,
+    inherit_stdin: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Run `cmd`, capture its output, raise the tool's error on a non-zero exit.
 
     `env` is laid over the current environment. With `progress=True` and a terminal
     on stderr, the program's output is streamed there as it comes. With `binary=True`
-    stdout is kept as bytes (`Result.data`)."""
+    stdout is kept as bytes (`Result.data`). `inherit_stdin`: the program reads our stdin
+    (not with `input`); `pass_fds`: our open descriptors it may read by number."""
     import subprocess
 
     path = cmd.tool.require()
@@ -228,8 +231,9 @@ def run(
     data = input.encode() if isinstance(input, str) else input
     proc = _popen(
         path, cmd.argv, env=env, cwd=cwd, own_session=True,
-        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdin=(subprocess.PIPE if data is not None else None if inherit_stdin
+               else subprocess.DEVNULL),
+        stdout=subprocess.PIPE, pass_fds=tuple(pass_fds),
         stderr=subprocess.STDOUT if stream else subprocess.PIPE,
     )
     try:

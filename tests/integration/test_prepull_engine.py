@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from bottle.tools import docker, skopeo
 from bottle.tools.registry import RegistryHandle, ephemeral_registry
 from tests import compose_flavors
-from tests.conftest import busybox_context
+from tests.conftest import ROOT, busybox_context
 from tests.helpers import bottle, docker_calls
 
 
@@ -357,3 +358,52 @@ def test_a_read_only_cache_still_prepulls(deployment: Path, _private_cache: Path
     finally:
         subprocess.run(["umount", "-l", str(_private_cache)], capture_output=True)
     assert not list(_private_cache.iterdir())
+
+
+# --- a compose file read from a stream ------------------------------------------------------
+
+# How a shell hands compose a file it never wrote (each reads $F): what `docker compose`
+# reads, prepull reads.
+_STREAMS = {
+    "-f -": 'cat "$F" | "$PY" -m bottle prepull --json -f -',
+    "-f /dev/stdin, a pipe": 'cat "$F" | "$PY" -m bottle prepull --json -f /dev/stdin',
+    "-f /dev/stdin, a file": '"$PY" -m bottle prepull --json -f /dev/stdin < "$F"',
+    "-f <(...)": '"$PY" -m bottle prepull --json -f <(cat "$F")',
+    "-f a FIFO": 'rm -f p && mkfifo p && { cat "$F" > p & } && "$PY" -m bottle prepull --json -f p',
+}
+
+
+def test_a_compose_file_from_a_stream(tmp_path: Path, _private_cache: Path,
+                                      registry_with_two_images: RegistryHandle,
+                                      flavor: str) -> None:
+    """Each form is read by compose as it would read it; a run again with other content
+    behind the same argv resolves that content (no memo, no cached answer keyed on what
+    a stream held before)."""
+    reg = registry_with_two_images.pull_endpoint
+    here = tmp_path / "here"
+    here.mkdir()
+
+    def run(form: str, image: str) -> None:
+        text = tmp_path / "deploy.yml"
+        text.write_text(f"services:\n  app:\n    image: {image}\n")
+        r = subprocess.run(["bash", "-c", _STREAMS[form]], cwd=here, capture_output=True,
+                           text=True, timeout=120, stdin=subprocess.DEVNULL,
+                           env={**os.environ, **_PINNED, "F": str(text), "PY": sys.executable,
+                                "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 0, f"{form}: {r.stderr}"
+        got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+        assert set(got) == {image}, f"{form}: {got}"
+        assert docker.engine_has_image(image)
+
+    web, worker = f"{reg}/web:2.1", f"{reg}/worker:2.1"
+    try:
+        for form in _STREAMS:
+            run(form, web)
+        time.sleep(2.1)  # past the racy window: a run that could leave a memo now does
+        for form in _STREAMS:
+            run(form, web)
+            _rmi(worker)
+            run(form, worker)
+    finally:
+        _rmi(web)
+        _rmi(worker)

@@ -300,6 +300,7 @@ class TestResolution:
     (["-f", "nope.yml"], "compose file {d}/nope.yml not found"),
     (["--project-dir", "missing"], "project directory {d}/missing not found"),
     (["--project-dir", "compose.yml"], "project directory {d}/compose.yml is not a directory"),
+    (["-f", "/dev/fd/77"], "compose file /dev/fd/77 not found: nothing is open as descriptor 77"),
 ])
 def test_bad_paths_are_one_line_before_compose_runs(args: list[str], message: str,
                                                     fake_docker: Path, tmp_path: Path) -> None:
@@ -365,6 +366,10 @@ def test_inputs_cover_what_either_compose_reads(tmp_path: Path) -> None:
     assert app / "sub" / "compose.yaml" in found.watched
     # unknowable: stdin, an interpolated COMPOSE_FILE, a .env compose refuses
     assert compose.inputs([Path("-")], None, app, {}) is None
+    # streams: read again, they give other content (or none) at the same stat
+    os.mkfifo(app / "fifo")
+    for stream in ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", "fifo"):
+        assert compose.inputs([Path(stream)], None, app, {}) is None, stream
     assert compose.inputs([], None, here, {"COMPOSE_FILE": "${X}.yml"}) is None
     (here / ".env").write_text("BAD KEY=1\n")
     assert compose.inputs([], None, here, {}) is None
