@@ -6,7 +6,7 @@ Every area under the root is named in `AREAS` and reached through `Store.area`;
     objects/<kind>/<key>/   complete entries: their files plus meta.json
     refs/<kind>/<key>.json  small records (context digest -> image id), each checksummed
     index/                  stat indexes of build contexts (rebuilt when missing)
-    locks/                  one flock file per key
+    locks/                  one flock file per key (gc removes those nobody holds)
     tmp/                    work in progress: `<kind>-<key>.<pid>.<rand>`
     doit/                   doit's dependency databases, one per project directory
     prepull/                compose's resolved image lists
@@ -39,7 +39,7 @@ import xxhash
 
 from cache.atomic import stale_temp, write_atomic
 from cache.errors import StorageError, UserError, storage_error
-from cache.lock import is_locked, locked, pid_alive
+from cache.lock import is_locked, locked, pid_alive, remove_free
 from cache.record import dataclass
 
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a warm run.
@@ -406,6 +406,9 @@ class Store:
                     _remove(path)
                     removed.append(Removed(area, str(path.relative_to(self.area(area))), size))
             total -= size
+        locks = self.area("locks")
+        for p in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
+            remove_free(p)  # recreated by the next user of its key; a held one stays
         return removed
 
     def _records(self) -> Iterator[tuple[float, str, Path, int]]:

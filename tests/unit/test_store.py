@@ -379,3 +379,90 @@ def test_an_assembled_context_is_checked_on_every_use(tmp_path: Path) -> None:
     assert bad == [(f"context {made.name}", "its files do not match its name")]
     assert not made.exists()
     assert not list((tmp_path / "tmp").iterdir())
+
+
+# --- lock files: removed by gc when nobody holds them, never while one is waited for ------
+
+
+def test_gc_removes_the_lock_files_nobody_holds(tmp_path: Path) -> None:
+    """One lock file per key ever used would pile up for ever; gc removes those that are
+    free and keeps a held one."""
+    store = Store(tmp_path)
+    for key in ("k1", "k2", "k3"):
+        store.ensure("smolmachine", key, writer(), keep=keep)
+    with store.lock("context-held", what="a build"):
+        assert len(list(store.area("locks").iterdir())) == 4
+        store.gc()
+        assert [p.name for p in store.area("locks").iterdir()] == ["context-held.lock"]
+        store.gc()
+        assert store.lock_path("context-held").exists()
+    store.gc()
+    assert not list(store.area("locks").iterdir())
+
+
+def test_a_lock_file_removed_while_waited_for_is_taken_again(tmp_path: Path) -> None:
+    """A waiter blocked on a lock file that its holder's gc removes then gets the old,
+    unlinked file: it must take the one at the path now, so that it and a newcomer never
+    both hold the key."""
+    import threading
+
+    from cache.lock import locked, remove_free
+
+    path = tmp_path / "locks" / "k.lock"
+    waiting, holding, release = threading.Event(), threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with locked(path, on_wait=waiting.set):
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=waiter)
+    with locked(path):
+        t.start()
+        assert waiting.wait(10)
+        path.unlink()  # as gc would, had it found the file free just before we took it
+    assert holding.wait(10)
+    newcomer_waited = threading.Event()
+
+    def newcomer() -> None:
+        with locked(path, on_wait=newcomer_waited.set):
+            pass
+
+    n = threading.Thread(target=newcomer)
+    n.start()
+    n.join(0.5)
+    assert newcomer_waited.is_set() and n.is_alive(), "two holders of one key"
+    assert not remove_free(path)  # held: stays
+    release.set()
+    t.join(10)
+    n.join(10)
+    assert not n.is_alive()
+    assert remove_free(path) and not path.exists()
+    assert not remove_free(path)  # nothing there
+
+
+def test_the_lock_excludes_while_gc_keeps_removing_its_file(tmp_path: Path) -> None:
+    """Four processes add to one counter under the key's lock (read, pause, write) while
+    another removes the lock file whenever it is free: no increment is lost."""
+    counter, path = tmp_path / "n", tmp_path / "locks" / "k.lock"
+    counter.write_text("0")
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom cache.lock import locked\n"
+        "c, p = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "for _ in range(40):\n"
+        "    with locked(p):\n"
+        "        n = int(c.read_text()); time.sleep(0.0005); c.write_text(str(n + 1))\n")
+    remover = ("import sys\nfrom pathlib import Path\nfrom cache.lock import remove_free\n"
+               "p, stop = Path(sys.argv[1]), Path(sys.argv[2])\n"
+               "while not stop.exists():\n    remove_free(p)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    stop = tmp_path / "stop"
+    gc = subprocess.Popen([sys.executable, "-c", remover, str(path), str(stop)], env=env)
+    try:
+        workers = [subprocess.Popen([sys.executable, "-c", code, str(counter), str(path)],
+                                    env=env) for _ in range(4)]
+        assert [w.wait(60) for w in workers] == [0, 0, 0, 0]
+    finally:
+        stop.touch()
+        gc.wait(10)
+    assert counter.read_text() == "160"
