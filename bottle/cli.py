@@ -283,7 +283,7 @@ def run_direct(args: list[str]) -> int | None:
     if not args or args[0] not in _DIRECT:
         return None
     from bottle import actions, tasks
-    from cache.errors import UserError
+    from cache.errors import UserError, quoted
 
     task = getattr(tasks, f"task_{args[0]}")()
     try:
@@ -291,10 +291,10 @@ def run_direct(args: list[str]) -> int | None:
         if positional and args[0] == "launch":
             # The agent's arguments go after `--` only, so a stray word is never taken for
             # one (nor dropped beside them, nor read as another task).
-            raise _OptionError(f"unexpected argument {positional[0]!r}: the agent's "
+            raise _OptionError(f"unexpected argument {quoted(positional[0])}: the agent's "
                                f"arguments go after -- (bottle launch -- {positional[0]})")
         if positional and not task.get("pos_arg"):
-            raise _OptionError(f"unexpected argument {positional[0]!r}")
+            raise _OptionError(f"unexpected argument {quoted(positional[0])}")
     except _OptionError as err:
         if _wants_help(args[1:]):
             print(task_help(args[0]))

@@ -39,7 +39,7 @@ from pathlib import Path
 import xxhash
 
 from cache import index as ix
-from cache.errors import UserError
+from cache.errors import UserError, quoted
 from cache.record import dataclass, field
 
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a warm run.
@@ -859,7 +859,7 @@ def _describe(meta: Mapping[str, Any] | None, ch: _Changes, df_hash: str,
 
 def _shown(name: str) -> str:
     """A name fit for one line of a terminal (newlines, bytes that are not UTF-8)."""
-    return name if name.isprintable() else ascii(name)
+    return name if name.isprintable() else quoted(name)
 
 
 # --- the digest ---------------------------------------------------------------------------

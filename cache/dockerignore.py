@@ -53,7 +53,7 @@ import posixpath
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cache.errors import UserError
+from cache.errors import UserError, quoted
 from cache.goregexp import (
     GoRegexpError,
     GoRegexpUnsupported,
@@ -248,7 +248,7 @@ class Pattern:
                 raise UserError(f'{rule.where}: Docker rejects "!" with no pattern after it')
             text = text[1:]
         if not glob_syntax_ok(text):
-            raise UserError(f"{rule.where}: Docker rejects the pattern {text!r} "
+            raise UserError(f"{rule.where}: Docker rejects the pattern {quoted(text)} "
                             "(not valid Go filepath.Match syntax)")
         kind, source = regexp_source(text)
         if kind != "regexp":
@@ -256,7 +256,7 @@ class Pattern:
         try:
             return cls(text, exclusion, rule.where, kind, _regexp_test(go_regexp(source)))
         except GoRegexpUnsupported as err:
-            raise UserError(f"{rule.where}: the pattern {text!r} uses {err}") from None
+            raise UserError(f"{rule.where}: the pattern {quoted(text)} uses {err}") from None
         except GoRegexpError as err:
             pattern = cls(text, exclusion, rule.where, kind, _never, bad=str(err))
             pattern.test = pattern.fail
@@ -566,8 +566,8 @@ class ContextFilter:
 
 
 def _unreachable(p: Pattern, path: str) -> UserError:
-    return UserError(f"{p.where}: Docker cannot compile the pattern {p.text!r} "
-                     f"(Go regexp: {p.bad}) and needs it for {path!r}: the build "
+    return UserError(f"{p.where}: Docker cannot compile the pattern {quoted(p.text)} "
+                     f"(Go regexp: {p.bad}) and needs it for {quoted(path)}: the build "
                      "fails, or silently misses the context from there on")
 
 
@@ -611,7 +611,7 @@ def _check_like_the_cli(context: Path, matcher: Matcher) -> None:
                         skip = matcher.matches(rel)
                     except BadPatternReached as err:
                         p = err.pattern
-                        raise UserError(f"{p.where}: Docker rejects the pattern {p.text!r} "
+                        raise UserError(f"{p.where}: Docker rejects the pattern {quoted(p.text)} "
                                         f"(Go regexp: {p.bad})") from None
                     if not skip and entry.is_dir(follow_symlinks=False):
                         stack.append(rel)

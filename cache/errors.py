@@ -10,6 +10,24 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+def quoted(text: str) -> str:
+    """`text` in single quotes, fit for one line of a terminal: a byte that was not UTF-8
+    (a surrogate escape from the file system) as `\\xff`, a control character as Python
+    escapes it (`\\n`, `\\x07`), a quote or backslash escaped; every other character,
+    accented or not, as itself."""
+    out = []
+    for c in text:
+        if "\udc80" <= c <= "\udcff":
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif c in "'\\":
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append(ascii(c)[1:-1])
+    return "'" + "".join(out) + "'"
+
+
 class UserError(Exception):
     """Bad input or a state the user can fix (a bad .dockerignore pattern, an unusable
     cache root). `str(err)` is the one line shown to the user, never holding a secret.

@@ -19,6 +19,7 @@ from bottle.tools import _http, _proc
 from bottle.tools._argv import eq, flag, pairs_eq, repeat_eq
 from bottle.tools._http import quote
 from bottle.tools._proc import Command, Result, Tool, ToolError
+from cache.errors import quoted
 from cache.record import dataclass, field
 
 
@@ -65,11 +66,11 @@ class Mount:
         path stays part of that path; a CR (which Go's CSV reader rewrites) is refused."""
         source = str(self.source)
         if "\r" in source or "\0" in source:
-            raise BottleError(f"cannot mount {source!r}: the path holds a carriage return")
+            raise BottleError(f"cannot mount {quoted(source)}: the path holds a carriage return")
         try:
             os.fsencode(source).decode("utf-8")
         except UnicodeDecodeError:
-            raise BottleError(f"cannot mount {source!r}: the path is not UTF-8, and docker's "
+            raise BottleError(f"cannot mount {quoted(source)}: the path is not UTF-8, and docker's "
                               "API can only name UTF-8 paths") from None
         fields = ["type=bind", f"source={source}", f"target={self.target}"]
         return ",".join(_csv_field(f) for f in fields) + (",readonly" if self.readonly else "")

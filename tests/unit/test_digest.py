@@ -154,7 +154,19 @@ def test_changes_show_odd_names_on_one_line(ctx: Path, tmp_path: Path,
     context_digest(ctx, ctx / "Dockerfile", index_path=index)
     (ctx / "src" / os.fsdecode(b"new\nline\xff")).write_text("x")
     changed = context_digest(ctx, ctx / "Dockerfile", index_path=index).changed
-    assert changed == ["added: 'src/new\\nline\\udcff'"]
+    assert changed == ["added: 'src/new\\nline\\xff'"]
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    (b"new\nline\xff", "'new\\nline\\xff'"),       # the bytes a name has, as `ls -b` would
+    (b"caf\xc3\xa9 \xe9", "'caf\u00e9 \\xe9'"),     # an accent stays; a stray byte does not
+    (b"it's a\\b\x07", "'it\\'s a\\\\b\\x07'"),
+    (b"z\xe2\x80\x8bw", "'z\\u200bw'"),            # a zero-width space is not printable
+])
+def test_a_name_is_quoted_by_its_bytes(raw: bytes, shown: str) -> None:
+    from cache.errors import quoted
+
+    assert quoted(os.fsdecode(raw)) == shown
 
 
 def test_the_collector_is_off_during_a_digest_and_as_it_was_after(tmp_path: Path) -> None:

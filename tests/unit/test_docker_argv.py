@@ -134,6 +134,12 @@ def test_a_mount_source_with_a_carriage_return_is_refused() -> None:
         Mount(Path("/w/a\rb"), "/workspace").spec()
 
 
+def test_a_mount_source_docker_cannot_name_is_shown_by_its_bytes() -> None:
+    with pytest.raises(BottleError) as err:
+        Mount(Path(os.fsdecode(b"/w/caf\xc3\xa9-\xff")), "/workspace").spec()
+    assert str(err.value).startswith("cannot mount '/w/caf\u00e9-\\xff': the path is not UTF-8")
+
+
 def test_skopeo_tls_off_only_for_loopback() -> None:
     a = skopeo.copy_archive_cmd(Path("/t/i.tar"), "127.0.0.1:5000/bb:1").argv
     assert a == ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--",

@@ -23,7 +23,7 @@ from cache.dockerignore import (
     read_rules,
     regexp_source,
 )
-from cache.errors import UserError
+from cache.errors import UserError, quoted
 from cache.goregexp import GoRegexpError, glob_syntax_ok, go_regexp
 
 # --- reading: ignorefile.ReadAll --------------------------------------------------------
@@ -88,7 +88,7 @@ def test_patterns_go_rejects_fail_with_file_line_and_pattern(pattern: str) -> No
     with pytest.raises(UserError) as err:
         Matcher(read_rules(b"ok\n" + os.fsencode(pattern) + b"\n"))
     msg = str(err.value)
-    assert msg.startswith(".dockerignore line 2: ") and repr(go_clean(pattern)) in msg
+    assert msg.startswith(".dockerignore line 2: ") and quoted(go_clean(pattern)) in msg
     assert "\n" not in msg
 
 
