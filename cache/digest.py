@@ -39,7 +39,7 @@ from pathlib import Path
 import xxhash
 
 from cache import index as ix
-from cache.errors import UserError, quoted
+from cache.errors import UserError, shown
 from cache.record import dataclass, field
 
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a warm run.
@@ -851,15 +851,10 @@ def _describe(meta: Mapping[str, Any] | None, ch: _Changes, df_hash: str,
                          ("changed", ch.edited)):
         shown_paths = sorted(set(paths) - reported)
         if shown_paths:
-            shown = ", ".join(map(_shown, shown_paths[:3])) + (
+            listed = ", ".join(map(shown, shown_paths[:3])) + (
                 f" and {len(shown_paths) - 3} more" if len(shown_paths) > 3 else "")
-            changes.append(f"{label}: {shown}")
+            changes.append(f"{label}: {listed}")
     return changes
-
-
-def _shown(name: str) -> str:
-    """A name fit for one line of a terminal (newlines, bytes that are not UTF-8)."""
-    return name if name.isprintable() else quoted(name)
 
 
 # --- the digest ---------------------------------------------------------------------------

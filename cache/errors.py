@@ -28,6 +28,11 @@ def quoted(text: str) -> str:
     return "'" + "".join(out) + "'"
 
 
+def shown(text: str) -> str:
+    """`text` as is when every character of it prints, else `quoted`."""
+    return text if text.isprintable() else quoted(text)
+
+
 class UserError(Exception):
     """Bad input or a state the user can fix (a bad .dockerignore pattern, an unusable
     cache root). `str(err)` is the one line shown to the user, never holding a secret.

