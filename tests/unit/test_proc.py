@@ -123,6 +123,44 @@ def test_children_run_in_their_own_session(bin_dir: Path) -> None:
     assert sid != os.getsid(0)
 
 
+@pytest.mark.parametrize("how", ["run", "spawn"])
+def test_a_child_dies_with_us_even_by_sigkill(bin_dir: Path, tmp_path: Path, how: str) -> None:
+    """Each child asks the kernel for SIGKILL when its parent dies, whichever way we
+    start it: nothing of ours outlives a `kill -9`."""
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "pid"
+    script(bin_dir, "stay", f'echo $$ > "{pid_file}"\nexec sleep 60\n')
+    code = ("import sys, time\nfrom bottle.tools._proc import Tool, run, spawn\n"
+            f"{how}(Tool('stay', '').cmd())\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], env={
+        **os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and b"Z" not in _state(child):
+            assert time.monotonic() < deadline, "the child outlived its parent"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1][:3]
+    except OSError:
+        return b"Z"
+
+
 @pytest.mark.parametrize(("stderr", "expected"), [
     ("docker: Error response from daemon: network bogusnet not found.\n"
      "Run 'docker run --help' for more information\n",
