@@ -123,14 +123,16 @@ _VAR = re.compile(rb"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 def resolution_key(
     which: compose.Compose, files: Sequence[Path], project_dir: Path | None,
     profiles: Sequence[str], cwd: Path, environ: Mapping[str, str],
+    found: compose.Inputs | None = None,
 ) -> str | None:
     """A digest of every input that can change what compose renders, or None when they
     cannot all be known (then nothing is cached): which compose, the arguments, the
     directory, the compose files, every `.env` and default-file place compose may look at
     (present or not), the COMPOSE_*/DOCKER_* environment and every variable the files name.
     Left out: `env_file` contents (a container's environment, never an image, profile or
-    policy), so a cached answer can outlive an env_file the deploy will miss."""
-    found = compose.inputs(files, project_dir, cwd, environ)
+    policy), so a cached answer can outlive an env_file the deploy will miss. `found`: what
+    `compose.inputs` gives for these arguments, when the caller has it already."""
+    found = found or compose.inputs(files, project_dir, cwd, environ)
     if found is None:
         return None
     h = xxhash.xxh3_128()
@@ -190,14 +192,13 @@ def resolve(
         return [Wanted(_checked(i, ()), (), False) for i in dict.fromkeys(images)]
     cwd, environ = Path.cwd(), dict(os.environ)
     which = compose.find(cache_dir)
-    key = (resolution_key(which, files, project_dir, profiles, cwd, environ)
-           if cache_dir else None)
-    if key is not None and seen is not None:
-        found = compose.inputs(files, project_dir, cwd, environ)
-        if found is not None:
-            seen.known = True
-            seen.read = [str(p) for p in (*found.compose_files, *found.watched)]
-            seen.stat = compose.looked_at(which)
+    found = compose.inputs(files, project_dir, cwd, environ) if cache_dir else None
+    key = (resolution_key(which, files, project_dir, profiles, cwd, environ, found)
+           if found is not None else None)
+    if key is not None and found is not None and seen is not None:
+        seen.known = True
+        seen.read = [str(p) for p in (*found.compose_files, *found.watched)]
+        seen.stat = compose.looked_at(which)
     record = cache_dir / f"{key}.json" if cache_dir and key else None
     if record is not None and (hit := _load(record)) is not None:
         return hit
@@ -271,18 +272,14 @@ def docker_config() -> Path:
     return docker.config_dir() / "config.json"
 
 
-@functools.cache
 def _cli_pulls(domain: str, trust: str) -> bool:
     if trust not in ("", "0", "false"):
         return True
-    try:
-        data = json.loads(docker_config().read_bytes())
-    except FileNotFoundError:
+    data = docker.config_json()
+    if data == docker.ABSENT:
         return False
-    except (OSError, ValueError):
-        return True  # unreadable: the CLI says what it makes of it
     if not isinstance(data, dict):
-        return True
+        return True  # unreadable: the CLI says what it makes of it
     if data.get("credsStore"):
         return True  # a store answers for every registry
     hosts = {_host(k) for k in (*(data.get("credHelpers") or {}), *(data.get("auths") or {}))}

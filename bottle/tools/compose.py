@@ -76,19 +76,14 @@ def plugin_dirs() -> list[Path]:
     """Where the docker CLI looks for plugins, in its order: the `cliPluginsExtraDirs` of
     its config.json (Homebrew puts compose there), its config directory's `cli-plugins`,
     then the system's."""
-    config = docker.config_dir()
-    return [*_extra_dirs(config / "config.json"), config / "cli-plugins",
+    return [*_extra_dirs(docker.config_json()), docker.config_dir() / "cli-plugins",
             *map(Path, _PLUGIN_DIRS)]
 
 
-def _extra_dirs(config_file: Path) -> list[Path]:
+def _extra_dirs(data: object) -> list[Path]:
     """`cliPluginsExtraDirs`, read as Go's encoding/json reads it (the key in any case, the
     last one standing); none when the file cannot be read as a config (the CLI then warns
     and goes on with its defaults)."""
-    try:
-        data = json.loads(config_file.read_bytes())
-    except (OSError, ValueError):
-        return []
     dirs: object = None
     if isinstance(data, dict):
         for key, value in data.items():

@@ -7,6 +7,7 @@ values come after `--`. Secrets never reach argv: container env is passed as bar
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,34 @@ TEARDOWN_TIMEOUT = 60.0
 def config_dir() -> Path:
     """The docker CLI's configuration directory (config.json, cli-plugins)."""
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+ABSENT, UNREADABLE = "absent", "unreadable"
+
+
+def config_json() -> object:
+    """The docker CLI's config.json as parsed JSON, or ABSENT (no file) or UNREADABLE (not
+    readable, not JSON). Read once while its stat stays the same (several readers: the
+    plugin directories, who pulls, what a memo watches)."""
+    path = config_dir() / "config.json"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return ABSENT
+    except OSError:
+        return UNREADABLE
+    return _config_json(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=4)
+def _config_json(path: str, size: int, mtime_ns: int, ino: int) -> object:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return ABSENT
+    except (OSError, ValueError):
+        return UNREADABLE
 
 
 def positional(value: str, what: str) -> str:

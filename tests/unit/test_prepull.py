@@ -415,7 +415,6 @@ def test_who_pulls(config: object, image: str, trust: str, cli: bool, tmp_path: 
     (only the CLI reads them, helpers included) or content trust is asked for."""
     import json
 
-    pp._cli_pulls.cache_clear()
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     if config is not None:
         (tmp_path / "config.json").write_text(config if isinstance(config, str)
@@ -428,7 +427,6 @@ def test_a_pull_goes_to_the_cli_where_the_api_cannot_reach(fake_docker: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
     """An engine over ssh (no plain HTTP): `docker pull`, even without credentials."""
-    pp._cli_pulls.cache_clear()
     pp.prepull(want("img-z:1"))
     assert pulls(fake_docker) == ["img-z:1"]
 
