@@ -426,7 +426,27 @@ def main(argv: list[str] | None = None) -> int:
         # Python flushes stdout again at exit; point it at /dev/null so that is quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141  # 128 + SIGPIPE, as a shell reports a command a pipe cut short
+    if argv is None:
+        _exit_now(code)
     return code
+
+
+def _exit_now(code: int) -> None:
+    """End the console script without the interpreter's teardown, which frees every
+    object and module one by one (~10 ms of a 40 ms replayed prepull, more after a large
+    walk): exit handlers run, both streams are flushed, then the process ends. Every file
+    we write is closed by then, every thread joined."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a reader gone, or a stream closed
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

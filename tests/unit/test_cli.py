@@ -323,3 +323,21 @@ def test_a_dockerfile_that_is_no_file_says_which_way(dockerfile: str, said: str,
     r = bottle("build", cwd=tmp_path, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"bottle: error: {said.format(d=tmp_path)}"]
+
+
+def test_the_console_script_ends_without_teardown_yet_loses_nothing(tmp_path: Path) -> None:
+    """`main()` as the console script ends the process itself (no interpreter teardown):
+    exit handlers still run, everything printed arrives, the exit code is the task's."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+            "from bottle.cli import main\n"
+            "sys.exit(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BOTTLE_CACHE_DIR": str(tmp_path / "c")}
+    ok = subprocess.run([sys.executable, "-c", code, "help"], capture_output=True,
+                        text=True, env=env, cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stderr == "handler ran\n"
+    assert ok.stdout == bottle("help", cwd=tmp_path).stdout and len(ok.stdout) > 1000
+    bad = subprocess.run([sys.executable, "-c", code, "launch", "--nope"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.endswith("handler ran\n")
+    assert bad.stderr.startswith("bottle: error: ")
