@@ -252,9 +252,10 @@ def cold_rows(project: Project, runs: int) -> list[Row]:
     files = sent_files(project.ctx)
     listing = project.base / "files.list"
     listing.write_bytes(b"\0".join(os.fsencode(f) for f in files) + b"\0")
-    code = ("import sys; from pathlib import Path; from cache.digest import context_digest; "
+    # Ends as the console script ends (bottle.cli._exit_now: no interpreter teardown).
+    code = ("import os, sys; from pathlib import Path; from cache.digest import context_digest; "
             "c = Path(sys.argv[1]); d = context_digest(c, c / 'Dockerfile'); "
-            "print(d.hashed, file=sys.stderr)")
+            "print(d.hashed, file=sys.stderr, flush=True); os._exit(0)")
     ours_argv = [sys.executable, "-c", code, str(project.ctx)]
     xxh = ["sh", "-c", f"xargs -0 xxh128sum < '{listing}' > /dev/null"]
     run_timed(xxh, cwd=project.ctx, env=dict(os.environ))  # page cache warm
