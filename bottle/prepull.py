@@ -276,7 +276,7 @@ def _cli_pulls(domain: str, trust: str) -> bool:
     if trust not in ("", "0", "false"):
         return True
     data = docker.config_json()
-    if data == docker.ABSENT:
+    if data is docker.ABSENT:
         return False
     if not isinstance(data, dict):
         return True  # unreadable: the CLI says what it makes of it

@@ -41,7 +41,17 @@ def config_dir() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
 
 
-ABSENT, UNREADABLE = "absent", "unreadable"
+class _Unread:
+    """What `config_json` gives for a file it could not read as JSON."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"<config.json {self.why}>"
+
+
+ABSENT, UNREADABLE = _Unread("absent"), _Unread("unreadable")
 
 
 def config_json() -> object:

@@ -408,6 +408,7 @@ def test_reads_other_files(text: bytes, reads: bool) -> None:
     ({"credHelpers": {"ghcr.io": "gh"}}, "quay.io/o/a:1", "", False),
     ({}, "busybox:1", "1", True),  # content trust: the CLI verifies it
     ("not json", "busybox:1", "", True),
+    ('"absent"', "busybox:1", "", True),  # JSON, but not a config: the CLI says so
 ])
 def test_who_pulls(config: object, image: str, trust: str, cli: bool, tmp_path: Path,
                    monkeypatch: pytest.MonkeyPatch) -> None:
