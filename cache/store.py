@@ -482,12 +482,42 @@ class Store:
 
             shutil.rmtree(work, ignore_errors=True)
             if not (target.is_dir() and _dir_digest(target) == digest):  # another process?
-                raise self._storage(err, target.parent) from None
+                mapped = self._storage(err, target.parent)
+                if isinstance(mapped, StorageError) and mapped.read_only:
+                    self._on_problem(f"{mapped}; assembling {target.name} for this run only")
+                    return _for_this_run(target.name, files)
+                raise mapped from None
         return target
 
     def usage(self) -> dict[str, int]:
         """Bytes used by each area."""
         return {a: _du(self.area(a)) for a in AREAS if self.area(a).exists()}
+
+
+_RUN_DIRS = "bot-bottle-assembled"
+
+
+def _for_this_run(name: str, files: Mapping[str, tuple[bytes, int]]) -> Path:
+    """`files` as the directory `name` in a directory of this process under the temp dir,
+    removed when the process exits (a cache it cannot write has no room for it). One that a
+    killed process left is removed by the next that makes one."""
+    import atexit
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir())
+    for p in tmp.glob(f"{_RUN_DIRS}.*"):
+        pid = p.name.split(".")[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+    base = Path(tempfile.mkdtemp(prefix=f"{_RUN_DIRS}.{os.getpid()}.", dir=tmp))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    target = base / name
+    target.mkdir()
+    for n, (data, mode) in files.items():
+        (target / n).write_bytes(data)
+        os.chmod(target / n, mode)
+    return target
 
 
 def _files_digest(files: Iterable[tuple[str, bytes, int]]) -> str:

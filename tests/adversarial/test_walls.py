@@ -438,6 +438,29 @@ def test_a_read_only_cache_still_launches_and_the_exit_code_wins(workspace: Path
     assert bottles() == []
 
 
+def test_a_read_only_cache_that_never_held_the_example_still_launches_it(
+        workspace: Path, tmpdir_env: dict[str, str]) -> None:
+    """The bundled example's build context is assembled in the cache; a read-only cache
+    that never had it gets it assembled for this run outside the cache (and removed)."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    cache = Path(os.environ["BOTTLE_CACHE_DIR"])
+    cache.mkdir(parents=True)
+    r = subprocess.run(["mount", "--bind", str(cache), str(cache)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True)
+        for code in ("4", "5"):
+            r = bottle("launch", "--headless", "--", "--exit-code", code, cwd=workspace,
+                       env=tmpdir_env)
+            assert r.returncode == int(code), r.stderr
+            assert "Traceback" not in r.stderr and "read-only" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], capture_output=True)
+    assert bottles() == []
+
+
 def test_a_cache_root_that_is_a_file_is_one_line(workspace: Path, tmp_path: Path) -> None:
     f = tmp_path / "not-a-dir"
     f.write_text("x")

@@ -466,3 +466,27 @@ def test_the_lock_excludes_while_gc_keeps_removing_its_file(tmp_path: Path) -> N
         stop.touch()
         gc.wait(10)
     assert counter.read_text() == "160"
+
+
+def test_a_directory_for_this_run_only_sweeps_what_dead_runs_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only cache: `assembled` makes its directory under the temp dir instead, and
+    one left by a killed run (its pid gone) goes when the next is made."""
+    import tempfile
+
+    from cache import store as store_mod
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f"bot-bottle-assembled.{dead.pid}.x"
+    (left / "example-abc").mkdir(parents=True)
+    live = tmp_path / f"bot-bottle-assembled.{os.getpid()}.y"
+    live.mkdir()
+    made = store_mod._for_this_run("example-123", {"run": (b"#!/bin/sh\n", 0o755),
+                                                   "data": (b"x", 0o644)})
+    assert not left.exists() and live.exists()
+    assert made.name == "example-123" and made.parent.parent == tmp_path
+    assert (made / "run").read_bytes() == b"#!/bin/sh\n"
+    assert (made / "run").stat().st_mode & 0o777 == 0o755
+    assert (made / "data").stat().st_mode & 0o777 == 0o644
