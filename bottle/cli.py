@@ -426,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         # Python flushes stdout again at exit; point it at /dev/null so that is quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141  # 128 + SIGPIPE, as a shell reports a command a pipe cut short
-    if argv is None:
-        _exit_now(code)
+    if argv is None and sys.getprofile() is None and sys.gettrace() is None:
+        _exit_now(code)  # (not under a profiler, debugger or coverage: they report after)
     return code
 
 

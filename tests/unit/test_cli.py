@@ -341,3 +341,19 @@ def test_the_console_script_ends_without_teardown_yet_loses_nothing(tmp_path: Pa
                          text=True, env=env, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.endswith("handler ran\n")
     assert bad.stderr.startswith("bottle: error: ")
+
+
+def test_under_a_profiler_or_tracer_the_console_script_returns(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """cProfile, coverage and debuggers report after the script's main returns: with one
+    of them attached, main returns its code instead of ending the process."""
+    from bottle import cli
+
+    monkeypatch.setattr(sys, "argv", ["bottle", "--version"])
+    previous = sys.gettrace()
+    sys.settrace(lambda *_: None)
+    try:
+        code = cli.main()
+    finally:
+        sys.settrace(previous)
+    assert code == 0 and "bot-bottle" in capsys.readouterr().out
