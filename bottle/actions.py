@@ -311,7 +311,7 @@ def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
             said=[line] if (line := _config_line(cfg)) else [],
             read=[*(str(p) for pair in config_mod.candidates(here) for p in pair),
                   *seen.read, str(pp.docker_config())],
-            stat=seen.stat)
+            stat=seen.stat, env=sorted(seen.env))
     try:
         outcomes = pp.prepull(wanted, jobs=cfg.jobs) if wanted else []
     except pulling.PrepullFailed as err:

@@ -2,7 +2,9 @@
 without loading the modules that worked it out.
 
 A memo is written by the run that did the work, after it succeeded. It holds the
-command line, the working directory, a digest of the whole environment, and the state
+command line, the working directory, a digest of the environment (the whole of it, or,
+when the run knows which variables it read, those, every COMPOSE_*, DOCKER_*, BOTTLE_*,
+PYTHON* and XDG_* variable there is, PATH and HOME), and the state
 of every file the answer depends on: the content (xxh3-128) of the files that were read
 (a config file, a compose file, a `.env` that was or was not there), the stat of those
 whose presence or identity counted (a directory on PATH, the program found in it). The
@@ -28,7 +30,11 @@ import xxhash
 
 _MAGIC = b"BBMEMO1\0"
 _RACY_NS = 2_000_000_000
-_VERSION = 1
+_VERSION = 2
+# Variables a run may read without naming them: compose's and docker's, ours, Python's,
+# where things live and which programs run.
+_PREFIXES = ("COMPOSE_", "DOCKER_", "BOTTLE_", "PYTHON", "XDG_")
+_NAMES = ("PATH", "HOME")
 
 
 def cache_root() -> str | None:
@@ -48,11 +54,23 @@ def _where(area: str, argv: list[str], cwd: str) -> str | None:
     return os.path.join(root, area, f"memo-{key}")
 
 
-def environment() -> str:
-    """A digest of the whole environment (names and values)."""
+def environment(names: list[str] | None = None) -> str:
+    """A digest of the environment: all of it when `names` is None, else those variables
+    (set or not) and every one with a name compose, docker, we or Python read unasked."""
     h = xxhash.xxh3_128()
-    for name, value in sorted(os.environb.items()):
-        h.update(b"%d\0%s\0%d\0%s\0" % (len(name), name, len(value), value))
+    env = os.environb
+    if names is None:
+        chosen = sorted(env)
+    else:
+        wanted = {os.fsencode(n) for n in (*names, *_NAMES)}
+        prefixes = tuple(os.fsencode(p) for p in _PREFIXES)
+        chosen = sorted(wanted | {n for n in env if n.startswith(prefixes)})
+    for name in chosen:
+        value = env.get(name)
+        if value is None:
+            h.update(b"%d\0%s\0unset\0" % (len(name), name))
+        else:
+            h.update(b"%d\0%s\0%d\0%s\0" % (len(name), name, len(value), value))
     return h.hexdigest()
 
 
@@ -79,10 +97,12 @@ def identity(path: str) -> tuple[int, ...] | str:
 
 
 def record(area: str, argv: list[str], cwd: str, *, read: list[str], stat: list[str],
-           answer: object) -> bool:
+           answer: object, env: list[str] | None = None) -> bool:
     """Remember `answer` for this command line, directory and environment, with the state
-    of the files `read` (by content) and `stat` (by identity). False (nothing written) when
-    a stat is too fresh to be trusted or the cache cannot take it."""
+    of the files `read` (by content) and `stat` (by identity). `env`: the variables the
+    answer depends on besides those `environment` always takes (None: every variable).
+    False (nothing written) when a stat is too fresh to be trusted or the cache cannot
+    take it."""
     started = time.time_ns()
     stats = [(p, identity(p)) for p in dict.fromkeys(stat)]
     for _p, st in stats:
@@ -91,7 +111,8 @@ def record(area: str, argv: list[str], cwd: str, *, read: list[str], stat: list[
     where = _where(area, argv, cwd)
     if where is None:
         return False
-    body = marshal.dumps((_VERSION, sys.version, list(argv), cwd, environment(),  # type: ignore[arg-type]  # answer: plain data
+    names = None if env is None else sorted(set(env))
+    body = marshal.dumps((_VERSION, sys.version, list(argv), cwd, names, environment(names),  # type: ignore[arg-type]  # answer: plain data
                           [(p, content(p)) for p in dict.fromkeys(read)], stats, answer))
     from pathlib import Path
 
@@ -124,12 +145,16 @@ def recall(area: str, argv: list[str]) -> object | None:
             data[head:]):
         return None
     try:
-        version, python, was_argv, was_cwd, env, read, stats, answer = marshal.loads(
+        version, python, was_argv, was_cwd, names, env, read, stats, answer = marshal.loads(
             data[head:])
     except (ValueError, EOFError, TypeError):
         return None
-    if (version, python, was_argv, was_cwd) != (_VERSION, sys.version, argv, cwd) or \
-            env != environment():
+    if (version, python, was_argv, was_cwd) != (_VERSION, sys.version, argv, cwd):
+        return None
+    if names is not None and not (isinstance(names, list) and
+                                  all(isinstance(n, str) for n in names)):
+        return None
+    if env != environment(names):
         return None
     if any(content(p) != state for p, state in read):
         return None

@@ -123,7 +123,7 @@ _VAR = re.compile(rb"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 def resolution_key(
     which: compose.Compose, files: Sequence[Path], project_dir: Path | None,
     profiles: Sequence[str], cwd: Path, environ: Mapping[str, str],
-    found: compose.Inputs | None = None,
+    found: compose.Inputs | None = None, named: set[str] | None = None,
 ) -> str | None:
     """A digest of every input that can change what compose renders, or None when they
     cannot all be known (then nothing is cached): which compose, the arguments, the
@@ -131,7 +131,8 @@ def resolution_key(
     (present or not), the COMPOSE_*/DOCKER_* environment and every variable the files name.
     Left out: `env_file` contents (a container's environment, never an image, profile or
     policy), so a cached answer can outlive an env_file the deploy will miss. `found`: what
-    `compose.inputs` gives for these arguments, when the caller has it already."""
+    `compose.inputs` gives for these arguments, when the caller has it already; `named`
+    gets the names of the variables the files name."""
     found = found or compose.inputs(files, project_dir, cwd, environ)
     if found is None:
         return None
@@ -153,6 +154,8 @@ def resolution_key(
         names |= set(_VAR.findall(data))
     env = {n for n in environ if n.startswith(("COMPOSE_", "DOCKER_"))}
     env |= {n.decode() for n in names}
+    if named is not None:
+        named |= {n.decode() for n in names}
     h.update(json.dumps({n: environ.get(n) for n in sorted(env)}).encode())
     return h.hexdigest()
 
@@ -164,6 +167,7 @@ class Inputs:
         self.known = False
         self.read: list[str] = []
         self.stat: list[str] = []
+        self.env: set[str] = set()  # variables the files name (compose interpolates them)
 
 
 def _load(record: Path) -> list[Wanted] | None:
@@ -193,12 +197,14 @@ def resolve(
     cwd, environ = Path.cwd(), dict(os.environ)
     which = compose.find(cache_dir)
     found = compose.inputs(files, project_dir, cwd, environ) if cache_dir else None
-    key = (resolution_key(which, files, project_dir, profiles, cwd, environ, found)
+    named: set[str] = set()
+    key = (resolution_key(which, files, project_dir, profiles, cwd, environ, found, named)
            if found is not None else None)
     if key is not None and found is not None and seen is not None:
         seen.known = True
         seen.read = [str(p) for p in (*found.compose_files, *found.watched)]
         seen.stat = compose.looked_at(which)
+        seen.env = named
     record = cache_dir / f"{key}.json" if cache_dir and key else None
     if record is not None and (hit := _load(record)) is not None:
         return hit

@@ -214,13 +214,14 @@ def api_pull(endpoint: _http.Endpoint, name: str, tag: str, *, timeout: float = 
 
 def remember(resolved: Sequence[tuple[str, str, str, bool]], *, jobs: int, quiet: bool,
              json_out: bool, said: Sequence[str], read: Sequence[str],
-             stat: Sequence[str]) -> None:
+             stat: Sequence[str], env: Sequence[str]) -> None:
     """Keep this run's resolution for `replay`: (image, name, tag-or-digest, buildable)
     per image (each pulled only when missing, by the engine's API), how it pulls and
-    reports, the lines it said first, and its inputs."""
+    reports, the lines it said first, and its inputs (`env`: the variables it read besides
+    those the memo always takes)."""
     if CALL is None:
         return
-    memo.record(AREA, CALL, _cwd(), read=list(read), stat=list(stat),
+    memo.record(AREA, CALL, _cwd(), read=list(read), stat=list(stat), env=list(env),
                 answer={"resolved": [list(r) for r in resolved], "jobs": jobs, "quiet": quiet,
                         "json": json_out, "said": list(said)})
 

@@ -226,8 +226,8 @@ def _records(cache: Path) -> list[Path]:
     return sorted((cache / "prepull").glob("*.json"))
 
 
-# The memo holds the whole environment; pytest's own variable changes between a fixture
-# and its test, so these runs pin it.
+# pytest's own variable changes between a fixture and its test; the memo ignores it (no
+# run reads it), and these runs pin it all the same, so a replay never rests on that.
 _PINNED = {"PYTEST_CURRENT_TEST": "prepull replay"}
 
 
@@ -269,7 +269,8 @@ def test_an_unchanged_run_is_replayed_with_the_same_output(
 
 
 @pytest.mark.parametrize("change", [
-    "compose file", "dotenv", "environment", "config file appears", "docker config",
+    "compose file", "dotenv", "environment", "compose's environment", "config file appears",
+    "docker config",
     "program on PATH", "damaged memo"])
 def test_any_changed_input_goes_the_full_way(
         remembered: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
@@ -281,7 +282,9 @@ def test_any_changed_input_goes_the_full_way(
     elif change == "dotenv":
         (remembered / ".env").write_text("COMPOSE_FILE=base.yml:extra.yml\nVERSION=2.1\n")
     elif change == "environment":
-        monkeypatch.setenv("SOMETHING_ELSE", "1")  # compose could read any of them
+        monkeypatch.setenv("VERSION", "2.1")  # named in the files: the .env's then loses
+    elif change == "compose's environment":
+        monkeypatch.setenv("COMPOSE_PARALLEL_LIMIT", "3")  # compose reads it unasked
     elif change == "config file appears":
         (remembered / "bottle.toml").write_text("jobs = 2\n")
     elif change == "docker config":  # credentials: only the CLI pulls then
@@ -298,6 +301,16 @@ def test_any_changed_input_goes_the_full_way(
     assert not replayed and r.returncode == 0, r.stderr
     statuses = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
     assert statuses[f"{reg}/worker:2.1"] == "present"
+
+
+def test_a_variable_nothing_reads_still_replays(
+        remembered: Path, _private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI job's or another terminal's own variables (a job id, a session) change nothing
+    compose or prepull reads: the run is replayed."""
+    monkeypatch.setenv("CI_JOB_ID", "4711")
+    monkeypatch.setenv("TERM_SESSION_ID", "w0t1p0")
+    replayed, r = _replayed(_private_cache, "--json", cwd=remembered)
+    assert replayed and r.returncode == 0, r.stderr
 
 
 def test_a_replay_pulls_what_went_missing(remembered: Path, _private_cache: Path,

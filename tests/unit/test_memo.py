@@ -50,6 +50,43 @@ def test_any_change_is_a_miss(here: Path, monkeypatch: pytest.MonkeyPatch,
     assert memo.recall("prepull", ARGV) is None
 
 
+@pytest.mark.parametrize(("name", "value", "hit"), [
+    ("UNRELATED_TO_IT", "x", True),      # a variable nothing here reads
+    ("PS1", "$ ", True),
+    ("VERSION", "9", False),             # one the run named
+    ("VERSION", "", False),              # set, if empty
+    ("COMPOSE_PROFILES", "debug", False),  # any compose, docker, bottle or Python one
+    ("DOCKER_HOST", "unix:///x", False),
+    ("BOTTLE_JOBS", "2", False),
+    ("PYTHONPATH", "/x", False),
+    ("XDG_CONFIG_HOME", "/x", False),
+    ("PATH", "/nowhere", False),
+    ("HOME", "/nowhere", False),
+])
+def test_a_memo_that_names_its_variables_ignores_the_others(
+        here: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+        hit: bool) -> None:
+    for var in ("VERSION", "UNRELATED_TO_IT", "COMPOSE_PROFILES", "BOTTLE_JOBS"):
+        monkeypatch.delenv(var, raising=False)
+    assert _record(here, env=["VERSION"])
+    before = os.environ.get(name)
+    monkeypatch.setenv(name, value)
+    assert (memo.recall("prepull", ARGV) is not None) is hit
+    if before is None:
+        monkeypatch.delenv(name)
+    else:
+        monkeypatch.setenv(name, before)
+    assert memo.recall("prepull", ARGV) == {"images": ["a:1"]}  # as it was: a hit again
+
+
+def test_a_named_variable_that_goes_away_is_a_miss(here: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERSION", "1")
+    assert _record(here, env=["VERSION"])
+    monkeypatch.delenv("VERSION")
+    assert memo.recall("prepull", ARGV) is None
+
+
 def test_a_stat_too_fresh_to_trust_writes_no_memo(here: Path) -> None:
     assert not memo.record("prepull", ARGV, str(here), read=[], stat=[str(here)],
                            answer=1)
