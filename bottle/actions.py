@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from bottle import config as config_mod
 from bottle.errors import BottleError
@@ -22,7 +21,11 @@ from cache import cache_root
 from cache.errors import UserError
 from cache.store import Store, check_root
 
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from doit.exceptions import TaskFailed
 
     from bottle import image  # imported where used: prepull and the rest need none of it

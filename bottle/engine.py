@@ -10,7 +10,6 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 import xxhash
 from doit.cmd_help import Help
@@ -24,6 +23,11 @@ from bottle.lookup import Lookup, report_skipped
 from bottle.progress import say
 from cache import cache_root
 from cache.checker import XXHChecker
+
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def dep_file(root: Path, project: Path) -> str:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Lookup:

@@ -20,7 +20,6 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import xxhash
 
@@ -30,6 +29,11 @@ from bottle.pulling import Outcome
 from bottle.tools import _http, compose, docker
 from cache.atomic import write_atomic
 from cache.record import asdict, dataclass
+
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MISSING, ALWAYS = "missing", "always"
 

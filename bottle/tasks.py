@@ -9,11 +9,15 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any
 
 from bottle import actions
 from bottle.config import options_for
 from bottle.lookup import Lookup
+
+# Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DOIT_CONFIG: dict[str, Any] = {}  # filled by the loader when a command runs (no I/O here)
 
