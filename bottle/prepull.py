@@ -18,7 +18,6 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import xxhash
@@ -33,6 +32,7 @@ from cache.record import asdict, dataclass
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from datetime import datetime
     from typing import Any
 
 MISSING, ALWAYS = "missing", "always"
@@ -233,6 +233,8 @@ def _reason(err: docker.DockerError) -> str:
 
 def _tagged_at(image: str) -> datetime | None:
     """When the engine last tagged `image` (compose's age for a refresh policy)."""
+    from datetime import UTC, datetime  # here: only refresh policies need it
+
     info = docker.engine_image(image)
     if info is None:
         return None
@@ -250,6 +252,8 @@ def _up_to_date(want: Wanted) -> bool:
     if want.policy == ALWAYS:
         return False
     if want.policy.startswith("refresh:"):
+        from datetime import UTC, datetime
+
         tagged = _tagged_at(want.image)
         age = int(want.policy.split(":")[1])
         return tagged is not None and (datetime.now(UTC) - tagged).total_seconds() < age
