@@ -114,64 +114,138 @@ class Item:
         self.image, self.buildable, self.present, self.pull = image, buildable, present, pull
 
 
-def _fetch(item: Item, stop: threading.Event) -> Outcome:
-    started = time.monotonic()
-    if stop.is_set():
-        return Outcome(item.image, "cancelled", 0.0)
-    if item.present():
-        return Outcome(item.image, "present", time.monotonic() - started)
-    try:
-        item.pull()
-    except PullError as err:
-        if item.buildable:  # not fatal: the deploy builds it
-            return Outcome(item.image, BUILD, time.monotonic() - started, str(err))
-        stop.set()  # before this worker can take the next image
-        return Outcome(item.image, "failed", time.monotonic() - started, str(err))
-    return Outcome(item.image, "pulled", time.monotonic() - started)
+class _Fetch:
+    """One image's check and pull in a `Pool`: how it went, once `done` is set."""
+
+    __slots__ = ("done", "error", "item", "seconds", "status", "wanted")
+
+    def __init__(self, item: Item, wanted: bool) -> None:
+        self.item, self.wanted, self.done = item, wanted, threading.Event()
+        self.status, self.seconds, self.error = "", 0.0, ""
+
+    def outcome(self, item: Item) -> Outcome:
+        """As `item` reads it: a failed pull of an image compose builds is `to build`."""
+        status = BUILD if self.status == "failed" and item.buildable else self.status
+        return Outcome(item.image, status, self.seconds, self.error)
 
 
-def run(items: Sequence[Item], *, jobs: int = 4) -> list[Outcome]:
-    """Check and pull in parallel. After the first failure of a non-buildable image, no
-    new pull starts; pulls under way finish. Raises `PrepullFailed` carrying all outcomes."""
-    stop = threading.Event()
-    outcomes: dict[str, Outcome] = {}
-    todo = deque(items)
-    errors: list[BaseException] = []
-    lock = threading.Lock()
+class Pool:
+    """Checks and pulls of the images added, `jobs` at a time, each in the order added.
 
-    def work() -> None:
+    An image added as not (yet) `wanted` is one compose is expected to want (named
+    outright in the compose file, see bottle.prepull.literal_images): it is checked and
+    pulled while compose renders, and its failure stops nothing until `run` is given it.
+    After the failure of a wanted image that compose does not build, no new pull starts;
+    pulls under way finish."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = max(1, jobs)
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []  # the engine gone: nothing new starts
+        self._fetches: dict[str, _Fetch] = {}
+        self._todo: deque[_Fetch] = deque()
+        self._lock = threading.Lock()
+        self._workers = 0
+        self._threads: list[threading.Thread] = []
+
+    def add(self, item: Item, *, wanted: bool = True) -> _Fetch:
+        with self._lock:
+            fetch = self._fetches.get(item.image)
+            if fetch is None:
+                fetch = self._fetches[item.image] = _Fetch(item, wanted)
+                self._todo.append(fetch)
+                if self._workers < self.jobs:
+                    self._workers += 1
+                    t = threading.Thread(target=self._work, name=f"prepull-{len(self._threads)}",
+                                         daemon=True)
+                    self._threads.append(t)
+                    t.start()
+            elif wanted and not fetch.wanted:
+                fetch.wanted = True
+                if fetch.done.is_set() and fetch.status == "failed" and not item.buildable:
+                    self.stop.set()
+        return fetch
+
+    def added(self) -> set[str]:
+        with self._lock:
+            return set(self._fetches)
+
+    def drop_unwanted(self) -> None:
+        """Compose has answered: what it does not want is not started."""
+        with self._lock:
+            for fetch in [f for f in self._todo if not f.wanted]:
+                self._todo.remove(fetch)
+                fetch.status = "cancelled"
+                fetch.done.set()
+
+    def cancel(self) -> None:
+        """Start nothing new (pulls under way finish)."""
+        self.stop.set()
+        with self._lock:
+            while self._todo:
+                fetch = self._todo.popleft()
+                fetch.status = "cancelled"
+                fetch.done.set()
+
+    def join(self) -> None:
+        for t in list(self._threads):
+            t.join()
+
+    def _work(self) -> None:
         while True:
-            with lock:
-                if not todo or errors:
+            with self._lock:
+                if not self._todo:
+                    self._workers -= 1
                     return
-                item = todo.popleft()
+                fetch = self._todo.popleft()
             try:
-                got = _fetch(item, stop)
+                self._fetch(fetch)
             except BaseException as err:  # the engine gone: start nothing new
-                with lock:
-                    errors.append(err)
-                stop.set()
-                return
-            with lock:
-                outcomes[got.image] = got
+                with self._lock:
+                    self.errors.append(err)
+                self.stop.set()
+                fetch.status = "cancelled"
+            finally:
+                fetch.done.set()
 
-    workers = [threading.Thread(target=work, name=f"prepull-{i}")
-               for i in range(min(max(1, jobs), len(items)))]
-    for t in workers:
-        t.start()
+    def _fetch(self, fetch: _Fetch) -> None:
+        started = time.monotonic()
+        if self.stop.is_set():
+            fetch.status = "cancelled"
+            return
+        item = fetch.item
+        if item.present():
+            fetch.status = "present"
+        else:
+            try:
+                item.pull()
+                fetch.status = "pulled"
+            except PullError as err:
+                fetch.status, fetch.error = "failed", str(err)
+                with self._lock:  # before this worker can take the next image
+                    if fetch.wanted and not item.buildable:
+                        self.stop.set()
+        fetch.seconds = time.monotonic() - started
+
+
+def run(items: Sequence[Item], *, jobs: int = 4, pool: Pool | None = None) -> list[Outcome]:
+    """Check and pull in parallel (in `pool`, which may have started some of them). After
+    the first failure of a non-buildable image, no new pull starts; pulls under way
+    finish. Raises `PrepullFailed` carrying all outcomes."""
+    pool = pool or Pool(jobs)
+    fetches = [pool.add(item) for item in items]
+    pool.drop_unwanted()
     try:
-        for t in workers:
-            t.join()
+        for fetch in fetches:
+            fetch.done.wait()
+        pool.join()
     except BaseException:  # Ctrl-C: start nothing new; pulls under way finish
-        stop.set()
-        with lock:
-            todo.clear()
-        for t in workers:
-            t.join()
+        pool.cancel()
+        pool.join()
         raise
-    if errors:
-        raise errors[0]
-    ordered = [outcomes[i.image] for i in items]
+    if pool.errors:
+        raise pool.errors[0]
+    ordered = [fetch.outcome(item) for fetch, item in zip(fetches, items, strict=True)]
     failed = [o for o in ordered if o.status == "failed"]
     if failed:
         raise PrepullFailed(failed[0], ordered)

