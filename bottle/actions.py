@@ -302,9 +302,14 @@ def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
     cfg = load_config(options)
     started = time.monotonic()
     seen = pp.Inputs()
-    wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
-                        project_dir=cfg.project_dir, profiles=cfg.profiles,
-                        cache_dir=store().area("prepull"), seen=seen)
+    pool = pulling.Pool(cfg.jobs)  # may start on the images while compose renders
+    try:
+        wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
+                            project_dir=cfg.project_dir, profiles=cfg.profiles,
+                            cache_dir=store().area("prepull"), seen=seen, pool=pool)
+    except BaseException:
+        pool.cancel()  # what it started finishes on its own: the error is said now
+        raise
     if seen.known and all(w.policy == pp.MISSING and not pp.cli_pulls(w.image)
                           for w in wanted):
         here = config_mod.cwd()
@@ -316,7 +321,7 @@ def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
                   *seen.read, str(pp.docker_config())],
             stat=seen.stat, env=sorted(seen.env))
     try:
-        outcomes = pp.prepull(wanted, jobs=cfg.jobs) if wanted else []
+        outcomes = pp.prepull(wanted, jobs=cfg.jobs, pool=pool)
     except pulling.PrepullFailed as err:
         pulling.report(err.outcomes, time.monotonic() - started, quiet=quiet,
                        json_out=json_out, failed=True)

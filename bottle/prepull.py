@@ -182,6 +182,183 @@ def _load(record: Path) -> list[Wanted] | None:
         return None
 
 
+# --- a head start: the images a compose file names outright -------------------------------
+
+# A block mapping's key line: indent, plain key, and what follows `: ` (or nothing).
+_KEY_LINE = re.compile(r"( *)([A-Za-z0-9_][A-Za-z0-9_.-]*|<<):(?: +(.*?))? *$")
+# Keys after which a service's image may not be the one it names, or not be pulled.
+_SERVICE_UNSURE = frozenset(("profiles", "pull_policy", "provider", "extends", "<<"))
+# What YAML (1.1 or 1.2) reads as other than a string: null, booleans, numbers, times.
+_NOT_TEXT = re.compile(r"(?i:y|n|yes|no|true|false|on|off|null|~)"
+                       r"|[-+.0-9][0-9a-fA-F_.:xXoObBeE+-]*")
+_QUOTED = re.compile(r'"([^"\\]*)"|\'([^\']*)\'')  # with no escape in it
+_QUOTED_SPAN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'')
+
+
+def _ends_here(text: str) -> bool:
+    """Whether every flow collection and quoted scalar a line starts ends on it (quotes
+    read where a scalar may start, brackets counted outside them; a plain scalar with an
+    odd bracket counts as not ending: the reading gives up)."""
+    depth, i, start = 0, 0, True
+    while i < len(text):
+        c = text[i]
+        if start and c in "\"'":
+            end = _QUOTED_SPAN.match(text, i)
+            if end is None:
+                return False
+            i, start = end.end(), False
+            continue
+        if c == "#" and (i == 0 or text[i - 1] == " "):
+            break
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth < 0:
+                return False
+        start = c in "[{,: "
+        i += 1
+    return depth == 0
+
+
+def _image_value(raw: str) -> str | None:
+    """A service's `image:` value as the string YAML reads, when it is one plainly (no
+    interpolation, anchor, alias, tag, escape or block scalar): else None."""
+    value = raw.split(" #", 1)[0].rstrip()
+    quoted = _QUOTED.fullmatch(value)
+    if quoted:
+        value = quoted[1] if quoted[1] is not None else quoted[2]
+    elif _NOT_TEXT.fullmatch(value) or value[:1] in "&*!|>@`%\"'[{#?-:,":
+        return None
+    if "$" in value or "\\" in value:
+        return None
+    try:
+        reference.parse(value)
+    except BottleError:
+        return None  # compose's answer says what is wrong with it
+    return value
+
+
+def literal_images(data: bytes) -> list[str]:
+    """The images a compose file names outright (see `literal_services`), once each."""
+    return list(dict.fromkeys(literal_services(data).values()))
+
+
+def literal_services(data: bytes) -> dict[str, str]:
+    """The images a compose file names outright as its services' `image`, read without a
+    YAML parser (importing one costs more than compose takes to start) from block-style
+    text: a service with a profile, a pull policy, `extends`, a provider or a merge key
+    is left out, and so is the whole file where its layout is anything this reading is
+    not sure of (tabs, `include`, multi-line flow or quoted scalars, keys it cannot read).
+    Each image named is one `compose up` pulls when missing: a head start only, compose's
+    answer decides what is wanted. Service -> image."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return {}
+    if "\t" in text or "\r" in text or text.startswith("\ufeff"):
+        return {}
+    found: dict[str, str] = {}  # service -> image
+    services: set[str] = set()
+    in_services = seen_services = False
+    svc_indent = key_indent = -1
+    service: str | None = None  # the service whose keys are being read (None: skip it)
+    image: str | None = None
+    unsure = named = False
+    last_indent = -1  # of the line before, while it was an `image` line
+
+    def close() -> None:
+        if service is not None and image is not None and not unsure:
+            found[service] = image
+
+    for line in text.split("\n"):
+        body = line.lstrip(" ")
+        if not body or body.startswith("#"):
+            continue
+        indent = len(line) - len(body)
+        if last_indent >= 0 and indent > last_indent:
+            image = None  # the value goes on: a multi-line scalar
+        last_indent = -1
+        if line.startswith(("---", "...", "%")):
+            return {}
+        if not _ends_here(body):
+            return {}  # a flow collection or quoted scalar may go on: layout unknown
+        key = _KEY_LINE.fullmatch(line)
+        value = key[3] if key and key[3] and not key[3].startswith("#") else None
+        if value and value[0] not in "\"'[{|>" and (
+                ": " in value.split(" #", 1)[0] or value.split(" #", 1)[0].endswith(":")):
+            return {}  # a plain scalar cannot hold `: `: YAML refuses the file
+        if indent == 0:
+            close()
+            service = None
+            if key is None or key[2] == "include":
+                return {}
+            in_services = key[2] == "services"
+            if in_services:
+                if seen_services or value is not None:
+                    return {}
+                seen_services = True
+            continue
+        if not in_services:
+            continue
+        if svc_indent < 0:
+            svc_indent = indent
+        if indent < svc_indent or (svc_indent < indent and service is not None
+                                   and key_indent >= 0 and indent < key_indent):
+            return {}
+        if indent == svc_indent:
+            close()
+            if key is None or key[2] in services:
+                return {}
+            services.add(key[2])
+            service = key[2] if value is None else None  # flow, alias or null: not read
+            image, unsure, named, key_indent = None, False, False, -1
+            continue
+        if service is None:
+            continue
+        if key_indent < 0:
+            key_indent = indent
+        if indent > key_indent:
+            continue
+        if key is None:
+            return {}
+        if key[2] == "image":
+            if named:
+                return {}  # twice: compose refuses the file
+            image, named, last_indent = _image_value(value or ""), True, indent
+        elif key[2] in _SERVICE_UNSURE:
+            unsure = True
+    close()
+    return found
+
+
+def _head_start(pool: pulling.Pool, compose_file: Path) -> None:
+    """Check (and pull when missing) the images `compose_file` names outright while
+    compose renders it, in `pool`, over the engine's API."""
+    if _http.from_env() is None:
+        return
+    try:
+        data = compose_file.read_bytes()
+    except OSError:
+        return
+    for image in literal_images(data):
+        if not cli_pulls(image):
+            pool.add(_item(Wanted(image, (), False)), wanted=False)
+
+
+def _single_file(found: compose.Inputs | None, files: Sequence[Path],
+                 environ: Mapping[str, str]) -> Path | None:
+    """The one compose file that v1 and v2 both load, or None (several, or more than one
+    default file here, which they may pick differently)."""
+    if found is None or len(found.compose_files) != 1:
+        return None
+    only = found.compose_files[0]
+    if not files and not environ.get("COMPOSE_FILE") and sum(
+            (only.parent / n).is_file() for n in compose.DEFAULT_FILES) != 1:
+        return None
+    return only
+
+
 def resolve(
     *,
     images: Sequence[str] = (),
@@ -190,10 +367,13 @@ def resolve(
     profiles: Sequence[str] = (),
     cache_dir: Path | None = None,
     seen: Inputs | None = None,
+    pool: pulling.Pool | None = None,
 ) -> list[Wanted]:
     """An explicit image list as is (checked, deduplicated), else what compose renders.
     With `cache_dir`, compose's answer is kept under a key of all its inputs and reused.
-    `seen`, when given, gets those inputs when every one of them is known."""
+    `seen`, when given, gets those inputs when every one of them is known. `pool`, when
+    given, checks and pulls the images the compose file names outright while compose
+    renders (`literal_images`)."""
     if images:
         if seen is not None:
             seen.known = True
@@ -212,8 +392,10 @@ def resolve(
     record = cache_dir / f"{key}.json" if cache_dir and key else None
     if record is not None and (hit := _load(record)) is not None:
         return hit
+    only = _single_file(found, files, environ) if pool is not None else None
     model = compose.render(which, files=files, project_dir=project_dir, profiles=profiles,
-                           cwd=cwd)
+                           cwd=cwd, meanwhile=(functools.partial(_head_start, pool, only)
+                                               if pool is not None and only else None))
     active = None if which.v2 else compose.v1_profiles(files, project_dir, profiles, cwd,
                                                        environ)
     wanted = images_from_model(model, active_profiles=active)
@@ -307,19 +489,29 @@ def _host(key: str) -> str:
     return key.split("://", 1)[-1].split("/", 1)[0]
 
 
-def prepull(wanted: Sequence[Wanted], *, jobs: int = 4) -> list[Outcome]:
-    """Check and pull in parallel (bottle.pulling.run). Raises `PrepullFailed` carrying
-    all outcomes."""
+def _pull_or_reason(image: str) -> None:
+    try:
+        _pull(image)
+    except docker.DockerError as err:
+        raise pulling.PullError(_reason(err)) from None
 
-    def pull(image: str) -> None:
-        try:
-            _pull(image)
-        except docker.DockerError as err:
-            raise pulling.PullError(_reason(err)) from None
 
-    return pulling.run([pulling.Item(w.image, w.buildable, functools.partial(_up_to_date, w),
-                                     functools.partial(pull, w.image)) for w in wanted],
-                       jobs=jobs)
+def _item(want: Wanted) -> pulling.Item:
+    return pulling.Item(want.image, want.buildable, functools.partial(_up_to_date, want),
+                        functools.partial(_pull_or_reason, want.image))
+
+
+def prepull(wanted: Sequence[Wanted], *, jobs: int = 4,
+            pool: pulling.Pool | None = None) -> list[Outcome]:
+    """Check and pull in parallel (bottle.pulling.run), in `pool` when given (where the
+    images the compose file names outright may be under way). Raises `PrepullFailed`
+    carrying all outcomes."""
+    if pool is not None and any(w.policy != MISSING for w in wanted
+                                if w.image in pool.added()):
+        pool.cancel()  # checked as `missing`: not how compose pulls these (never so far)
+        pool.join()
+        pool = None
+    return pulling.run([_item(w) for w in wanted], jobs=jobs, pool=pool)
 
 
 def pull_target(image: str) -> tuple[str, str]:

@@ -125,7 +125,8 @@ def test_resolution_is_composes_answer(flavor: str, name: str, engine: str, tmp_
     d = deployment(name, tmp_path)
     monkeypatch.chdir(d.project)
     profiles = [None, *_declared_profiles(d)]
-    tally = dict.fromkeys(("match", "match, not cacheable", "refused", "bad ref"), 0)
+    tally = dict.fromkeys(("match", "match, not cacheable", "refused", "bad ref",
+                           "head start"), 0)
     for profile in profiles:
         want = expected(flavor, d, profile)
         chosen = [profile] if profile else []
@@ -148,7 +149,16 @@ def test_resolution_is_composes_answer(flavor: str, name: str, engine: str, tmp_
             tally["bad ref"] += 1
             continue
         calls = compose_flavors.config_calls(log)
-        assert {w.image for w in resolve()} == want, profile
+        resolved = resolve()
+        assert {w.image for w in resolved} == want, profile
+        # The head start (images named outright, pulled while compose renders) is only
+        # ever what compose then wants, each pulled when missing.
+        only = pp._single_file(compose.inputs(d.files, d.project_dir, Path.cwd(), os.environ),
+                               d.files, os.environ)
+        early = set(pp.literal_images(only.read_bytes())) if only else set()
+        assert early <= want, profile
+        assert all(w.policy == pp.MISSING for w in resolved if w.image in early), profile
+        tally["head start"] += bool(early)
         assert {w.image for w in resolve()} == want, profile  # from the resolution cache
         cacheable = pp.resolution_key(compose.find(), d.files, d.project_dir, chosen,
                                       Path.cwd(), os.environ) is not None

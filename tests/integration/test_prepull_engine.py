@@ -420,3 +420,58 @@ def test_a_compose_file_from_a_stream(tmp_path: Path, _private_cache: Path,
     finally:
         _rmi(web)
         _rmi(worker)
+
+
+def _slow_config(flavor: str, seconds: float) -> float:
+    """Make the installed compose take `seconds` longer over `config`; the time its sleep
+    ends (after which compose renders) is written beside it and returned by a reader."""
+    wrapper = (Path(os.environ["DOCKER_CONFIG"]) / "cli-plugins" / "docker-compose"
+               if flavor == "v2" else
+               next(Path(d) / "docker-compose" for d in os.environ["PATH"].split(os.pathsep)
+                    if (Path(d) / "docker-compose").is_file()))
+    lines = wrapper.read_text().splitlines()
+    lines.insert(1, f'case " $* " in *" config "*) sleep {seconds} ;; esac')
+    wrapper.write_text("\n".join(lines) + "\n")
+    return seconds
+
+
+def _pull_times(since: float) -> dict[str, float]:
+    out = subprocess.run(["docker", "events", f"--since={since:.3f}",
+                          f"--until={time.time() + 0.5:.3f}", "--filter=type=image",
+                          "--filter=event=pull", "--format={{.TimeNano}} {{.Actor.ID}}"],
+                         capture_output=True, text=True, check=True)
+    return {ref: int(t) / 1e9 for t, ref in (ln.split() for ln in out.stdout.splitlines())}
+
+
+def test_images_named_outright_are_pulled_while_compose_renders(
+        tmp_path: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
+        flavor: str) -> None:
+    """A compose file that names its images outright: they are checked and pulled while
+    compose renders (here made to take 3 s), and the report is compose's answer as ever;
+    a bad tag so named fails with the same one line, once compose has confirmed it."""
+    reg = registry_with_two_images.pull_endpoint
+    web, worker = f"{reg}/web:2.1", f"{reg}/worker:2.1"
+    app = tmp_path / "named"
+    app.mkdir()
+    (app / "compose.yml").write_text(f"services:\n  web:\n    image: {web}\n"
+                                     f"  worker:\n    image: \"{worker}\"  # pinned\n")
+    _rmi(web)
+    assert bottle("prepull", "--quiet", "--image", worker, cwd=app).returncode == 0
+    delay = _slow_config(flavor, 3)
+    since = time.time()
+    r = bottle("prepull", "--json", cwd=app)
+    took = time.time() - since
+    assert r.returncode == 0, r.stderr
+    got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+    assert got == {web: "pulled", worker: "present"}
+    pulled = _pull_times(since)
+    assert set(pulled) == {web}
+    assert pulled[web] - since < delay < took  # pulled before compose could have answered
+
+    (app / "compose.yml").write_text(f"services:\n  web:\n    image: {web}\n"
+                                     f"  bad:\n    image: {reg}/web:nope\n")
+    r = bottle("prepull", "--quiet", cwd=app)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"bottle: error: prepull: cannot pull {reg}/web:nope: manifest for {reg}/web:nope not "
+        f"found: manifest unknown: manifest unknown (stopped before deploy)"]

@@ -528,3 +528,90 @@ def test_the_plugin_the_docker_cli_would_run(tmp_path: Path,
         extra_won += theirs is not None and theirs.startswith("extra") and \
             (config / "cli-plugins" / "docker-compose").exists()
     assert agreed > 15 and extra_won > 2
+
+
+class TestPool:
+    """The pool prepull checks and pulls in; some images start before compose answers."""
+
+    @staticmethod
+    def item(image: str, log: list[str], *, present: bool = False, fails: bool = False,
+             buildable: bool = False, gate: threading.Event | None = None) -> pulling.Item:
+        def pull() -> None:
+            if gate is not None:
+                gate.wait(5)
+            log.append(image)
+            if fails:
+                raise pulling.PullError(f"manifest for {image} not found")
+
+        return pulling.Item(image, buildable, lambda: present, pull)
+
+    def test_a_failure_before_compose_answers_stops_nothing(self) -> None:
+        log: list[str] = []
+        pool = pulling.Pool(1)
+        early = pool.add(self.item("a:nope", log, fails=True), wanted=False)
+        early.done.wait(5)
+        assert not pool.stop.is_set()  # not known to be wanted: nothing is stopped
+        # compose does not want it: the other images go on, and it is not reported
+        out = pulling.run([self.item("b:1", log)], pool=pool)
+        assert [(o.image, o.status) for o in out] == [("b:1", "pulled")]
+        assert log == ["a:nope", "b:1"]
+
+    def test_a_failure_compose_confirms_stops_the_rest(self) -> None:
+        log: list[str] = []
+        pool = pulling.Pool(1)
+        pool.add(self.item("a:nope", log, fails=True), wanted=False).done.wait(5)
+        with pytest.raises(pulling.PrepullFailed) as err:
+            pulling.run([self.item("a:nope", log), self.item("b:1", log),
+                         self.item("c:1", log)], pool=pool)
+        assert [o.status for o in err.value.outcomes] == ["failed", "cancelled", "cancelled"]
+        assert log == ["a:nope"]  # pulled once, early; nothing after the failure
+
+    def test_a_buildable_image_reads_as_to_build(self) -> None:
+        """Whether compose builds an image is compose's answer, not the early guess."""
+        log: list[str] = []
+        pool = pulling.Pool(2)
+        pool.add(self.item("app:dev", log, fails=True), wanted=False).done.wait(5)
+        out = pulling.run([self.item("app:dev", log, fails=True, buildable=True)], pool=pool)
+        assert [o.status for o in out] == ["to build"] and log == ["app:dev"]
+
+    def test_what_compose_does_not_want_is_not_started(self) -> None:
+        log: list[str] = []
+        gate = threading.Event()
+        pool = pulling.Pool(1)
+        pool.add(self.item("a:1", log, gate=gate), wanted=False)  # under way, held
+        pool.add(self.item("x:1", log), wanted=False)  # queued behind it
+        threading.Timer(0.2, gate.set).start()
+        out = pulling.run([self.item("a:1", log)], pool=pool)
+        assert [(o.image, o.status) for o in out] == [("a:1", "pulled")]
+        assert log == ["a:1"]  # x:1 never started
+
+    def test_no_more_than_jobs_at_once(self) -> None:
+        running, peak, lock = [0], [0], threading.Lock()
+        gate = threading.Event()
+
+        def pull() -> None:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            gate.wait(0.05)
+            with lock:
+                running[0] -= 1
+
+        pool = pulling.Pool(3)
+        items = [pulling.Item(f"i{n}:1", False, lambda: False, pull) for n in range(12)]
+        for it in items[:6]:
+            pool.add(it, wanted=False)
+        assert [o.status for o in pulling.run(items, pool=pool)] == ["pulled"] * 12
+        assert peak[0] == 3
+
+
+def test_an_image_checked_early_is_pulled_again_when_compose_says_always(
+        fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head start checks as `missing` pulls; compose's `always` for the same image
+    is honoured (a fresh check and pull), not read off the early check."""
+    monkeypatch.setenv("PRESENT", "a:1")
+    pool = pulling.Pool(2)
+    pool.add(pp._item(pp.Wanted("a:1", (), False)), wanted=False).done.wait(5)
+    assert pulls(fake_docker) == []  # present: the early check pulled nothing
+    out = pp.prepull([pp.Wanted("a:1", ("web",), False, pp.ALWAYS)], pool=pool)
+    assert [o.status for o in out] == ["pulled"] and pulls(fake_docker) == ["a:1"]

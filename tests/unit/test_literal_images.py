@@ -1,0 +1,155 @@
+"""prepull's head start reads a compose file's `image:` lines without a YAML parser
+(bottle.prepull.literal_services). Whatever it names must be what a YAML parser reads as
+that service's image: checked against PyYAML on the real compose files and on thousands
+of generated ones built to mislead a line reader (flow collections and quoted scalars
+over several lines, block scalars holding `image:` lines, anchors, merges, tags, numbers
+and booleans that look like names, comments, odd indentation)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bottle import prepull as pp
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "compose-real"
+
+
+def yaml_services(data: bytes) -> dict[str, object] | None:
+    """Each service's `image` as YAML reads it; None when YAML refuses the file."""
+    try:
+        doc = yaml.load(data, yaml.CSafeLoader)
+    except yaml.YAMLError:
+        return None
+    services = doc.get("services") if isinstance(doc, dict) else None
+    if not isinstance(services, dict):
+        return {}
+    return {str(k): v.get("image") for k, v in services.items() if isinstance(v, dict)}
+
+
+def check(data: bytes) -> dict[str, str]:
+    """What we read, checked against YAML where YAML reads the file (where it refuses it,
+    compose does too and says so: what the head start pulled was named in it outright)."""
+    got = pp.literal_services(data)
+    want = yaml_services(data)
+    if want is None:
+        return {}
+    for service, image in got.items():
+        assert want.get(service) == image, (
+            f"{service}: we read {image!r}, YAML reads {want and want.get(service)!r}:\n"
+            f"{data.decode()}")
+    return got
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="no compose-real corpus here")
+def test_the_real_compose_files() -> None:
+    files = sorted(REAL.rglob("*.y*ml"))
+    read = {f: check(f.read_bytes()) for f in files}
+    # The simple ones are read whole: every service's image, as YAML has it.
+    simple = REAL / "ac-elasticsearch-logstash-kibana" / "compose.yaml"
+    assert simple in read and len(read[simple]) == 3
+    assert sum(len(v) for v in read.values()) >= 25
+
+
+IMAGES = ["nginx", "nginx:1.25", "127.0.0.1:5000/app:1.0", "ghcr.io/o/r@sha256:" + "a" * 64,
+          "3scale/apicast", "library/redis:7-alpine", "busybox:latest"]
+TRICKY_VALUES = ["yes", "No", "on", "null", "~", "1.0", "8080", "0x1f", "1e3", "2024-01-01",
+                 "123abc", ".inf", "1:20", "true", "Nginx", "nginx:", "&a nginx", "*a",
+                 "!!str nginx", "nginx # a comment", "nginx#x", "${IMG}", "$$x", "'ng''inx'",
+                 '"ng\\x69nx"', "'nginx'", '"nginx"', "|\n      nginx", ">-\n      nginx",
+                 "\n      nginx", "nginx\n      :latest", "nginx\n\n      more", "[nginx]",
+                 "{a: b}", "nginx ]", "nginx,", "- nginx", "nginx: x"]
+
+
+def value(rng: random.Random) -> str:
+    if rng.random() < 0.7:
+        image = rng.choice(IMAGES)
+        return rng.choice([image, f'"{image}"', f"'{image}'", f"{image}  # pinned"])
+    return rng.choice(TRICKY_VALUES)
+
+
+def other_key(rng: random.Random, ind: str, sub: str) -> list[str]:
+    fake = rng.choice(IMAGES)
+    benign = [
+        [f"{ind}ports:", f"{ind}{sub}- \"80:80\"", f"{ind}{sub}- 443:443"],
+        [f"{ind}ports: [\"80:80\", '443:443']"],
+        [f"{ind}command: |", f"{ind}{sub}image: {fake}", f"{ind}{sub}echo ]"],  # block scalar
+        [f"{ind}command: >-", f"{ind}{sub}  image: {fake}"],
+        [f"{ind}build:", f"{ind}{sub}context: .", f"{ind}{sub}image: {fake}"],  # not its image
+        [f"{ind}labels:", f"{ind}{sub}com.example/x: \"a [b\""],
+        [f"{ind}# image: {fake}"],
+        [f"{ind}healthcheck:", f"{ind}{sub}test: [\"CMD\", \"true\"]"],
+        [f"{ind}environment:", f"{ind}{sub}- A=1", f"{ind}{sub}- image=x"],
+        [f"{ind}restart: unless-stopped"], [""],
+    ]
+    hostile = [
+        [f"{ind}environment: {{A: 1,", f"{ind}image: {fake} }}"],           # flow going on
+        [f"{ind}environment: [", f"{ind}{sub}image: {fake} ]"],
+        [f"{ind}command: \"sh -c", f"{ind}image: {fake}\""],               # quoted going on
+        [f"{ind}command: 'it''s", f"{ind}image: {fake}'"],
+        [f"{ind}profiles: [debug]"], [f"{ind}pull_policy: always"], [f"{ind}extends: base"],
+        [f"{ind}<<: *common"], [f"{ind}provider:", f"{ind}{sub}type: x"],
+        [f"{ind}entrypoint: echo it's [fine"],
+        [f"{ind}image : {fake}"], [f"{ind}\"image\": {fake}"], [f"{ind}image:{fake}"],
+        [f"{ind[:-1]}x: 1"], [f"{ind} y: 2"],
+    ]
+    return rng.choice(benign if rng.random() < 0.75 else hostile)
+
+
+def compose_text(rng: random.Random) -> str:
+    s_ind = " " * rng.choice([1, 2, 4])
+    k_ind = s_ind + " " * rng.choice([1, 2, 3, 4])
+    sub = " " * rng.choice([1, 2])
+    lines = []
+    if rng.random() < 0.3:
+        lines += ["x-common: &common", "  restart: always", f"  image: {rng.choice(IMAGES)}"]
+    if rng.random() < 0.1:
+        lines.append(rng.choice(["version: '3.8'", "name: demo", "---", "include:",
+                                 "services: {}", "services: # all of them"]))
+    lines.append("services:" + (" # ours" if rng.random() < 0.1 else ""))
+    for n in range(rng.randint(1, 5)):
+        name = rng.choice([f"svc{n}"] * 6 + ["svc0", f"web-{n}", f"\"q{n}\""])
+        lines.append(f"{s_ind}{name}:" + ("" if rng.random() < 0.8 else rng.choice(
+            [" &anchor", " *common", " {image: x}", " # note"])))
+        keys: list[list[str]] = [other_key(rng, k_ind, sub) for _ in range(rng.randint(0, 3))]
+        if rng.random() < 0.85:
+            keys.insert(rng.randint(0, len(keys)), [f"{k_ind}image: {value(rng)}"])
+        if rng.random() < 0.05:
+            keys.append([f"{k_ind}image: {value(rng)}"])  # twice
+        for k in keys:
+            lines += k
+        if rng.random() < 0.1:
+            lines.append(rng.choice(["", f"{s_ind}  # comment", "# at the margin"]))
+    if rng.random() < 0.2:
+        lines += ["volumes:", "  data: {}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_generated_compose_files_against_yaml(seed: int) -> None:
+    rng = random.Random(seed)
+    read = 0
+    for _ in range(600):
+        read += bool(check(compose_text(rng).encode()))
+    assert read > 50  # the generator also makes files the reader can read
+
+
+def test_what_it_reads_and_what_it_leaves() -> None:
+    assert pp.literal_services(b"services:\n  web:\n    image: nginx:1.25  # pin\n"
+                               b"    ports: [\"80:80\"]\n  db:\n    image: 'postgres:16'\n"
+                               ) == {"web": "nginx:1.25", "db": "postgres:16"}
+    # A profile, a pull policy, extends, a merge key: that service is left out.
+    assert pp.literal_services(b"services:\n  a:\n    image: nginx\n    profiles: [p]\n"
+                               b"  b:\n    image: redis\n") == {"b": "redis"}
+    # Interpolated, tagged, anchored, number- or boolean-like: not taken.
+    for v in ("${IMG}", "!!str x", "&a x", "1.0", "yes", "null"):
+        assert pp.literal_services(f"services:\n  a:\n    image: {v}\n".encode()) == {}
+    # A layout it is not sure of: nothing at all from the file.
+    for text in ("services:\n\ta:\n\t\timage: x\n", "include:\n  - o.yml\nservices:\n  a:\n"
+                 "    image: x\n", "services:\n  a:\n    image: x\n    environment: {A: 1,\n"
+                 "    B: 2}\n"):
+        assert pp.literal_services(text.encode()) == {}
+    assert pp.literal_images(b"services:\n  a:\n    image: x\n  b:\n    image: x\n") == ["x"]
