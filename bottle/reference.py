@@ -19,6 +19,7 @@ _OFFICIAL = "library/"
 MAX_PATH = 255  # distribution/reference v0.6 limits the path (v0.5 and older: domain + path)
 
 # The grammar, ASCII only (Go's \w and [[:xdigit:]] are ASCII; Python's \w is not).
+# Patterns are compiled where first used (re's cache keeps them): a launch needs none.
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
 _COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
@@ -29,12 +30,12 @@ _DOMAIN = rf"{_HOST}(?::[0-9]+)?"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,}"
 
-_REFERENCE = re.compile(rf"((?:{_DOMAIN}/)?{_PATH})(?::({_TAG}))?(?:@({_DIGEST}))?")
-_NAME = re.compile(rf"(?:({_DOMAIN})/)?({_PATH})")
-_IMAGE_ID = re.compile(r"[a-f0-9]{64}")
+_REFERENCE = rf"((?:{_DOMAIN}/)?{_PATH})(?::({_TAG}))?(?:@({_DIGEST}))?"
+_NAME = rf"(?:({_DOMAIN})/)?({_PATH})"
+_IMAGE_ID = r"[a-f0-9]{64}"
 # go-digest: the algorithms docker links in, each with its exact lowercase-hex length.
 _DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
-_LOWER_HEX = re.compile(r"[a-f0-9]+")
+_LOWER_HEX = r"[a-f0-9]+"
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _check_digest(ref: str, digest: str) -> None:
     if size is None:
         raise _bad(ref, f"unsupported digest algorithm {algorithm!r} "
                         f"(one of {', '.join(_DIGEST_HEX)})")
-    if len(hexpart) != size or not _LOWER_HEX.fullmatch(hexpart):
+    if len(hexpart) != size or not re.fullmatch(_LOWER_HEX, hexpart):
         raise _bad(ref, f"a {algorithm} digest is {size} lowercase hex digits")
 
 
@@ -101,7 +102,7 @@ def _why_not(ref: str, full: str) -> str:
         return "starts with '-'"
     if any(c.isspace() for c in ref):
         return "contains whitespace"
-    if _REFERENCE.fullmatch(full.lower()):
+    if re.fullmatch(_REFERENCE, full.lower()):
         return "repository name must be lowercase"
     return "not of the form [registry[:port]/]name[:tag][@digest]"
 
@@ -110,17 +111,17 @@ def parse(ref: str) -> ImageRef:
     """`ref` as docker reads an image name, or `BottleError` naming it and why not."""
     if not ref:
         raise _bad(ref, "empty")
-    if _IMAGE_ID.fullmatch(ref):
+    if re.fullmatch(_IMAGE_ID, ref):
         raise _bad(ref, "a 64-hex image ID is not a name")
     domain, remainder = _split_domain(ref)
     remote = remainder.partition(":")[0]
     if remote.lower() != remote:
         raise _bad(ref, "repository name must be lowercase")
     full = f"{domain}/{remainder}"
-    m = _REFERENCE.fullmatch(full)
+    m = re.fullmatch(_REFERENCE, full)
     if m is None:
         raise _bad(ref, _why_not(ref, full))
-    name = _NAME.fullmatch(m[1])
+    name = re.fullmatch(_NAME, m[1])
     assert name is not None  # the reference grammar embeds the name grammar
     if len(name[2]) > MAX_PATH:
         raise _bad(ref, f"repository path longer than {MAX_PATH} characters")
@@ -140,11 +141,11 @@ def parse_tag_target(ref: str) -> ImageRef:
 def check_any(ref: str) -> str:
     """`ref` when docker can look it up: an image ID (`sha256:<hex>` or 64 hex), or a
     valid reference. Returns it unchanged."""
-    if _IMAGE_ID.fullmatch(ref):
+    if re.fullmatch(_IMAGE_ID, ref):
         return ref
     algorithm, colon, hexpart = ref.partition(":")
     if colon and algorithm in _DIGEST_HEX and len(hexpart) == _DIGEST_HEX[algorithm] \
-            and _LOWER_HEX.fullmatch(hexpart):
+            and re.fullmatch(_LOWER_HEX, hexpart):
         return ref
     parse(ref)
     return ref
