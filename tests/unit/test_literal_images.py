@@ -7,6 +7,7 @@ and booleans that look like names, comments, odd indentation)."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import yaml
 
 from bottle import prepull as pp
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "compose-real"
+# The real compose files (the same corpus tests/integration/test_compose_real.py reads).
+REAL = Path(os.environ.get("COMPOSE_REAL", "/work/shared/data/compose-real"))
 
 
 def yaml_services(data: bytes) -> dict[str, object] | None:
@@ -44,7 +46,7 @@ def check(data: bytes) -> dict[str, str]:
     return got
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="no compose-real corpus here")
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"no compose-real data at {REAL}")
 def test_the_real_compose_files() -> None:
     files = sorted(REAL.rglob("*.y*ml"))
     read = {f: check(f.read_bytes()) for f in files}
