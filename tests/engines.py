@@ -1,5 +1,10 @@
 """Private Docker engines for the tests: own data root, exec root and socket, no default
-bridge and no iptables (the tests use --network none, host, or networks they make)."""
+bridge, no iptables, no forwarding or masquerading set on the host (the tests use
+--network none, host, or networks they make).
+
+Where another engine runs, not `--bridge=none`: a dockerd so started deletes the host's
+`docker0` (moby's removeDefaultBridgeInterface), that engine's bridge, whose containers
+then cannot start on their default network. There the default bridge is one of ours."""
 
 from __future__ import annotations
 
@@ -30,13 +35,19 @@ def private_engine(prefix: str) -> Iterator[str | None]:
     if not shutil.which("dockerd") or os.geteuid() != 0:
         yield None
         return
+    # Where another engine's `docker0` is, a bridge of our own (--bridge=none deletes it).
+    bridge = _own_bridge() if _link_exists("docker0") else None
+    if bridge is None and _link_exists("docker0"):
+        yield None
+        return
     base = Path(tempfile.mkdtemp(prefix=prefix))
     host = f"unix://{base / 'docker.sock'}"
     with (base / "log").open("wb") as log:
         proc = subprocess.Popen(
             ["dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-             "--pidfile", str(base / "pid"), "--host", host, "--bridge=none",
-             "--iptables=false", "--ip6tables=false"], stdout=log, stderr=subprocess.STDOUT)
+             "--pidfile", str(base / "pid"), "--host", host, f"--bridge={bridge or 'none'}",
+             "--iptables=false", "--ip6tables=false", "--ip-forward=false",
+             "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None and not answers(host):
@@ -51,6 +62,8 @@ def private_engine(prefix: str) -> Iterator[str | None]:
             proc.wait()
         _unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
+        if bridge is not None:
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
 
 
 @contextmanager
@@ -65,6 +78,25 @@ def engine_for_tests(prefix: str, missing: str) -> Iterator[str]:
                 pytest.fail(missing)
             pytest.skip(missing)
         yield host
+
+
+def _own_bridge() -> str | None:
+    """A new bridge for an engine's default network, or None (no iproute2, no right)."""
+    if not shutil.which("ip"):
+        return None
+    for _ in range(5):
+        name = f"bbt{os.urandom(5).hex()}"  # at most 15 characters, as Linux allows
+        r = subprocess.run(["ip", "link", "add", "name", name, "type", "bridge"],
+                           capture_output=True, check=False)
+        if r.returncode == 0:
+            return name
+        if not _link_exists(name):
+            return None  # not a clash: cannot make bridges here
+    return None
+
+
+def _link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
 
 
 def _unmount_under(base: Path) -> None:
