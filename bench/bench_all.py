@@ -304,11 +304,20 @@ def prepull_rows(base: Path, images: int, runs: int) -> list[Row]:
                 # Gone from the engine, so that a pull really downloads it.
                 subprocess.run(["docker", "rmi", "-f", f"bb-bench-src:{i}"],
                                capture_output=True)
-            app, bad = base / "app", base / "bad"
-            for d, names in ((app, refs), (bad, [*refs[:1], refs[0].replace(":1.0", ":nope")])):
+            app, bad, built = base / "app", base / "bad", base / "built"
+            nope = [*refs[:1], refs[0].replace(":1.0", ":nope")]
+            for d, names in ((app, refs), (bad, nope), (built, nope)):
                 d.mkdir()
                 (d / "compose.yml").write_text("services:\n" + "".join(
                     f"  svc{i}:\n    image: {r}\n" for i, r in enumerate(names)))
+            # A service that builds an image named by interpolation: a failed pull is
+            # compose's to judge (it may be that image), so prepull waits for its answer,
+            # and remembers it.
+            (built / "local").mkdir()
+            (built / "local" / "Dockerfile").write_text("FROM scratch\n")
+            with (built / "compose.yml").open("a") as f:
+                f.write("  local:\n    build: ./local\n"
+                        "    image: ${LOCAL_IMAGE:-local/app:dev}\n")
 
             def rmi() -> None:
                 subprocess.run(["docker", "rmi", "-f", *refs], capture_output=True)
@@ -333,13 +342,19 @@ def prepull_rows(base: Path, images: int, runs: int) -> list[Row]:
             warm = alternate(lambda: timed(ours, app, before=lambda: None),
                              lambda: timed(compose, app, before=lambda: None), runs)
             cpus.append(our_cpu())
-            wrong = alternate(lambda: timed(ours, bad, before=lambda: None, fails=True),
-                              lambda: timed(compose, bad, before=lambda: None, fails=True),
+            # A plain file: the failed pull decides before compose answers, which is
+            # stopped; nothing is remembered, so every run goes this way.
+            wrong = alternate(lambda: timed(ours, bad, before=forget, fails=True),
+                              lambda: timed(compose, bad, before=forget, fails=True),
                               runs)
             cpus.append(our_cpu())
-            # The same with nothing remembered (compose's answer and the memo dropped first).
-            wrong_first = alternate(lambda: timed(ours, bad, before=forget, fails=True),
-                                    lambda: timed(compose, bad, before=forget, fails=True),
+            timed(ours, built, before=forget, fails=True)  # compose's answer kept
+            wrong_again = alternate(
+                lambda: timed(ours, built, before=lambda: None, fails=True),
+                lambda: timed(compose, built, before=lambda: None, fails=True), runs)
+            cpus.append(our_cpu())
+            wrong_first = alternate(lambda: timed(ours, built, before=forget, fails=True),
+                                    lambda: timed(compose, built, before=forget, fails=True),
                                     runs)
             cpus.append(our_cpu())
             rmi()
@@ -352,9 +367,14 @@ def prepull_rows(base: Path, images: int, runs: int) -> list[Row]:
             Row(f"prepull, {images} images, all present", warm[0], a, warm[1], ">= 3x compose",
                 cpu=cpus[1]),
             Row("prepull, a tag the registry lacks (time to the error)", wrong[0],
-                "`docker compose pull`", wrong[1], "<= compose", cpu=cpus[2]),
-            Row("prepull, a tag the registry lacks, nothing remembered", wrong_first[0],
-                "`docker compose pull`", wrong_first[1], "<= compose", cpu=cpus[3])]
+                "`docker compose pull`", wrong[1], "<= compose", cpu=cpus[2],
+                note="plain file: compose stopped"),
+            Row("prepull, a tag the registry lacks, beside an image built, run again",
+                wrong_again[0], "`docker compose pull`", wrong_again[1], "<= compose",
+                cpu=cpus[3], note="replayed"),
+            Row("prepull, a tag the registry lacks, beside an image built, first run",
+                wrong_first[0], "`docker compose pull`", wrong_first[1], "<= compose",
+                cpu=cpus[4], note="compose decides")]
 
 
 # --- launch ----------------------------------------------------------------------------

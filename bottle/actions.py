@@ -307,6 +307,10 @@ def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
         wanted = pp.resolve(images=cfg.images, files=cfg.compose_files,
                             project_dir=cfg.project_dir, profiles=cfg.profiles,
                             cache_dir=store().area("prepull"), seen=seen, pool=pool)
+    except pulling.PrepullFailed as err:  # an image the compose file makes certain
+        pulling.report(err.outcomes, time.monotonic() - started, quiet=quiet,
+                       json_out=json_out, failed=True)
+        raise
     except BaseException:
         pool.cancel()  # what it started finishes on its own: the error is said now
         raise

@@ -25,13 +25,14 @@ import xxhash
 from bottle import pulling, reference
 from bottle.errors import BottleError
 from bottle.pulling import Outcome
-from bottle.tools import _http, compose, docker
+from bottle.tools import _http, _proc, compose, docker
 from cache.atomic import write_atomic
 from cache.record import asdict, dataclass
 
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from datetime import datetime
     from typing import Any
 
@@ -241,7 +242,7 @@ def _image_value(raw: str) -> str | None:
 
 def literal_images(data: bytes) -> list[str]:
     """The images a compose file names outright (see `literal_services`), once each."""
-    return list(dict.fromkeys(literal_services(data).values()))
+    return _named(data)[0]
 
 
 def literal_services(data: bytes) -> dict[str, str]:
@@ -252,12 +253,39 @@ def literal_services(data: bytes) -> dict[str, str]:
     not sure of (tabs, `include`, multi-line flow or quoted scalars, keys it cannot read).
     Each image named is one `compose up` pulls when missing: a head start only, compose's
     answer decides what is wanted. Service -> image."""
+    return _read_services(data)[0]
+
+
+def sure_images(data: bytes) -> list[str]:
+    """Of `literal_images`, those whose failed pull already decides the run: every service
+    is read, none takes keys from elsewhere (`extends`, a merge key), and the image is not
+    one a service builds (`build` with that `image`; a service that builds without naming
+    its image builds one compose names, never one it pulls). Each is then wanted and not
+    built, whatever compose answers. (What is left is compose refusing the file for
+    something else; then the failed pull is reported rather than compose's complaint.)"""
+    return _named(data)[1]
+
+
+def _named(data: bytes) -> tuple[list[str], list[str]]:
+    """`literal_images` and `sure_images`, from one reading of the file."""
+    found, built = _read_services(data)
+    images = list(dict.fromkeys(found.values()))
+    return images, [] if built is None else [image for image in images if image not in built]
+
+
+# A service key that takes a service's keys from elsewhere (a build, an image, ...).
+_ELSEWHERE = frozenset(("extends", "<<"))
+
+
+def _read_services(data: bytes) -> tuple[dict[str, str], set[str] | None]:
+    """`literal_services`, and the images services with `build` name (None when a
+    service is not read, takes keys from elsewhere, or builds an image not read)."""
     try:
         text = data.decode()
     except UnicodeDecodeError:
-        return {}
+        return {}, None
     if "\t" in text or "\r" in text or text.startswith("\ufeff"):
-        return {}
+        return {}, None
     found: dict[str, str] = {}  # service -> image
     services: set[str] = set()
     in_services = seen_services = False
@@ -265,10 +293,21 @@ def literal_services(data: bytes) -> dict[str, str]:
     service: str | None = None  # the service whose keys are being read (None: skip it)
     image: str | None = None
     unsure = named = False
+    plain = True  # every service read, none from elsewhere, every image built read
+    built: set[str] = set()
+    builds = False  # the service has `build`
     last_indent = -1  # of the line before, while it was an `image` line
 
     def close() -> None:
-        if service is not None and image is not None and not unsure:
+        nonlocal plain
+        if service is None:
+            return
+        if builds and named:
+            if image is None:
+                plain = False  # it builds an image under a name not read here
+            else:
+                built.add(image)
+        if image is not None and not unsure:
             found[service] = image
 
     for line in text.split("\n"):
@@ -280,23 +319,23 @@ def literal_services(data: bytes) -> dict[str, str]:
             image = None  # the value goes on: a multi-line scalar
         last_indent = -1
         if line.startswith(("---", "...", "%")):
-            return {}
+            return {}, None
         if not _ends_here(body):
-            return {}  # a flow collection or quoted scalar may go on: layout unknown
+            return {}, None  # a flow collection or quoted scalar may go on: layout unknown
         key = _KEY_LINE.fullmatch(line)
         value = key[3] if key and key[3] and not key[3].startswith("#") else None
         if value and value[0] not in "\"'[{|>" and (
                 ": " in value.split(" #", 1)[0] or value.split(" #", 1)[0].endswith(":")):
-            return {}  # a plain scalar cannot hold `: `: YAML refuses the file
+            return {}, None  # a plain scalar cannot hold `: `: YAML refuses the file
         if indent == 0:
             close()
             service = None
             if key is None or key[2] == "include":
-                return {}
+                return {}, None
             in_services = key[2] == "services"
             if in_services:
                 if seen_services or value is not None:
-                    return {}
+                    return {}, None
                 seen_services = True
             continue
         if not in_services:
@@ -305,14 +344,15 @@ def literal_services(data: bytes) -> dict[str, str]:
             svc_indent = indent
         if indent < svc_indent or (svc_indent < indent and service is not None
                                    and key_indent >= 0 and indent < key_indent):
-            return {}
+            return {}, None
         if indent == svc_indent:
             close()
             if key is None or key[2] in services:
-                return {}
+                return {}, None
             services.add(key[2])
             service = key[2] if value is None else None  # flow, alias or null: not read
-            image, unsure, named, key_indent = None, False, False, -1
+            plain = plain and service is not None
+            image, unsure, named, builds, key_indent = None, False, False, False, -1
             continue
         if service is None:
             continue
@@ -321,29 +361,62 @@ def literal_services(data: bytes) -> dict[str, str]:
         if indent > key_indent:
             continue
         if key is None:
-            return {}
+            return {}, None
         if key[2] == "image":
             if named:
-                return {}  # twice: compose refuses the file
+                return {}, None  # twice: compose refuses the file
             image, named, last_indent = _image_value(value or ""), True, indent
         elif key[2] in _SERVICE_UNSURE:
             unsure = True
+        if key[2] in _ELSEWHERE:
+            plain = False
+        builds = builds or key[2] == "build"
     close()
-    return found
+    return found, built if plain else None
 
 
 def _head_start(pool: pulling.Pool, compose_file: Path) -> None:
-    """Check (and pull when missing) the images `compose_file` names outright while
-    compose renders it, in `pool`, over the engine's API."""
+    """Check (and pull when missing) the images `compose_file` names outright, in `pool`,
+    over the engine's API, while compose is found and renders. Those whose failed pull
+    decides the run (`sure_images`) are added as wanted."""
     if _http.from_env() is None:
         return
     try:
         data = compose_file.read_bytes()
     except OSError:
         return
-    for image in literal_images(data):
+    images, sure = _named(data)
+    for image in images:
         if not cli_pulls(image):
-            pool.add(_item(Wanted(image, (), False)), wanted=False)
+            pool.add(_item(Wanted(image, (), False)), wanted=image in sure)
+
+
+def _stop_at_failure(pool: pulling.Pool, compose_proc: subprocess.Popen[bytes]) -> None:
+    """Once an image the file makes wanted has failed, compose's answer would not change
+    the outcome: compose is stopped then (or now)."""
+    pool.when_failed(functools.partial(_proc.kill, compose_proc))
+
+
+class _Asking:
+    """Around a question to compose while `pool` (when not None) pulls what the file names
+    outright: if the question fails after an image the file makes wanted has failed (so
+    `_stop_at_failure` stopped compose), that failure is the run's; and compose is not
+    stopped once the question is over."""
+
+    def __init__(self, pool: pulling.Pool | None) -> None:
+        self.pool = pool
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 _tb: object) -> None:
+        if self.pool is None:
+            return
+        failed = self.pool.failure() if isinstance(err, BottleError) else None
+        self.pool.when_failed(None)
+        if failed is not None:
+            raise failed from None
 
 
 def _single_file(found: compose.Inputs | None, files: Sequence[Path],
@@ -379,8 +452,14 @@ def resolve(
             seen.known = True
         return [Wanted(_checked(i, ()), (), False) for i in dict.fromkeys(images)]
     cwd, environ = Path.cwd(), dict(os.environ)
-    which = compose.find(cache_dir)
     found = compose.inputs(files, project_dir, cwd, environ) if cache_dir else None
+    only = _single_file(found, files, environ) if pool is not None else None
+    stop = None
+    if pool is not None and only is not None:
+        _head_start(pool, only)  # from now on; finding compose may take a while the first time
+        stop = functools.partial(_stop_at_failure, pool)
+    with _Asking(pool):
+        which = compose.find(cache_dir, meanwhile=stop)
     named: set[str] = set()
     key = (resolution_key(which, files, project_dir, profiles, cwd, environ, found, named)
            if found is not None else None)
@@ -392,10 +471,11 @@ def resolve(
     record = cache_dir / f"{key}.json" if cache_dir and key else None
     if record is not None and (hit := _load(record)) is not None:
         return hit
-    only = _single_file(found, files, environ) if pool is not None else None
-    model = compose.render(which, files=files, project_dir=project_dir, profiles=profiles,
-                           cwd=cwd, meanwhile=(functools.partial(_head_start, pool, only)
-                                               if pool is not None and only else None))
+    if pool is not None and (failed := pool.failure()) is not None:
+        raise failed  # the file made it the run's failure: compose need not be asked
+    with _Asking(pool):
+        model = compose.render(which, files=files, project_dir=project_dir, profiles=profiles,
+                               cwd=cwd, meanwhile=stop)
     active = None if which.v2 else compose.v1_profiles(files, project_dir, profiles, cwd,
                                                        environ)
     wanted = images_from_model(model, active_profiles=active)

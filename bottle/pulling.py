@@ -136,7 +136,7 @@ class Pool:
     outright in the compose file, see bottle.prepull.literal_images): it is checked and
     pulled while compose renders, and its failure stops nothing until `run` is given it.
     After the failure of a wanted image that compose does not build, no new pull starts;
-    pulls under way finish."""
+    pulls under way finish, and the hook `when_failed` set is called, once."""
 
     def __init__(self, jobs: int) -> None:
         self.jobs = max(1, jobs)
@@ -147,8 +147,11 @@ class Pool:
         self._lock = threading.Lock()
         self._workers = 0
         self._threads: list[threading.Thread] = []
+        self._hook: Callable[[], object] | None = None
+        self._failed = False  # a wanted image that compose does not build failed
 
     def add(self, item: Item, *, wanted: bool = True) -> _Fetch:
+        hook = None
         with self._lock:
             fetch = self._fetches.get(item.image)
             if fetch is None:
@@ -163,7 +166,9 @@ class Pool:
             elif wanted and not fetch.wanted:
                 fetch.wanted = True
                 if fetch.done.is_set() and fetch.status == "failed" and not item.buildable:
-                    self.stop.set()
+                    hook = self._decided()
+        if hook is not None:
+            hook()
         return fetch
 
     def added(self) -> set[str]:
@@ -223,9 +228,41 @@ class Pool:
             except PullError as err:
                 fetch.status, fetch.error = "failed", str(err)
                 with self._lock:  # before this worker can take the next image
-                    if fetch.wanted and not item.buildable:
-                        self.stop.set()
+                    hook = self._decided() if fetch.wanted and not item.buildable else None
+                if hook is not None:
+                    hook()
         fetch.seconds = time.monotonic() - started
+
+    def _decided(self) -> Callable[[], object] | None:
+        """(Lock held.) A wanted image compose does not build failed: start nothing new;
+        the hook to call, the first time."""
+        self.stop.set()
+        hook = None if self._failed else self._hook
+        self._failed = True
+        return hook
+
+    def when_failed(self, hook: Callable[[], object] | None) -> None:
+        """Call `hook` at the first failure of an image added as wanted (from the worker
+        it happened in), or now if that has happened; None: call nothing."""
+        with self._lock:
+            self._hook = hook
+            now = self._failed
+        if now and hook is not None:
+            hook()
+
+    def failure(self) -> PrepullFailed | None:
+        """Whether an image added as wanted failed (so the run has): then, once the pulls
+        under way have finished, that failure with the outcome of every image added."""
+        with self._lock:
+            if not self._failed:
+                return None
+        self.cancel()
+        self.join()
+        with self._lock:
+            fetches = list(self._fetches.values())
+        ordered = [f.outcome(f.item) for f in fetches]
+        failed = next(o for o in ordered if o.status == "failed")
+        return PrepullFailed(failed, ordered)
 
 
 def run(items: Sequence[Item], *, jobs: int = 4, pool: Pool | None = None) -> list[Outcome]:

@@ -53,8 +53,8 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
         # Teardown under way (or about to be: the first signal is unwinding towards it):
         # record it; the teardown finishes, then we stop.
         _State.pending = _State.pending or signum
-        doing = _State.what[-1] if _State.what else "the bottle"
-        print(f"\nbottle: {signal.Signals(signum).name} received; still removing {doing}",
+        doing = f"removing {_State.what[-1]}" if _State.what else "stopping"
+        print(f"\nbottle: {signal.Signals(signum).name} received; still {doing}",
               file=sys.stderr, flush=True)
         return
     _State.stopping = True

@@ -218,7 +218,7 @@ def run(
     binary: bool = False,
     inherit_stdin: bool = False,
     pass_fds: Sequence[int] = (),
-    meanwhile: Callable[[], object] | None = None,
+    meanwhile: Callable[[subprocess.Popen[bytes]], object] | None = None,
 ) -> Result:
     """Run `cmd`, capture its output, raise the tool's error on a non-zero exit.
 
@@ -226,8 +226,8 @@ def run(
     on stderr, the program's output is streamed there as it comes. With `binary=True`
     stdout is kept as bytes (`Result.data`). `inherit_stdin`: the program reads our stdin
     (not with `input`); `pass_fds`: our open descriptors it may read by number;
-    `meanwhile`: what to do once it has started, before waiting for it (if that raises,
-    the program is stopped)."""
+    `meanwhile`: what to do once it has started, given the process, before waiting for it
+    (if that raises, the program is stopped)."""
     import subprocess
 
     path = cmd.tool.require()
@@ -243,7 +243,7 @@ def run(
     )
     try:
         if meanwhile is not None:
-            meanwhile()
+            meanwhile(proc)
         if stream:
             out, err = _tee(proc, timeout), b""
         else:
@@ -331,6 +331,14 @@ def stop(proc: subprocess.Popen[Any], *, group: bool = True, grace: float = GRAC
         while _running(proc, group) and time.monotonic() < deadline:
             time.sleep(0.02)
     proc.wait()
+
+
+def kill(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL to the process group of a child started in its own session, unless it has
+    been waited for (from any thread; whoever waits for it sees it killed)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _running(proc: subprocess.Popen[Any], group: bool) -> bool:

@@ -10,7 +10,6 @@ the profiles. Rendering is local: `config` sends nothing anywhere.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from cache.record import dataclass
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from typing import Any
 
 
@@ -108,9 +108,11 @@ def looked_at(found: Compose) -> list[str]:
             str(found.program), *([docker_cli] if docker_cli else [])]
 
 
-def find(memo_dir: Path | None = None) -> Compose:
+def find(memo_dir: Path | None = None, *,
+         meanwhile: Callable[[subprocess.Popen[bytes]], object] | None = None) -> Compose:
     """The compose to use. A `docker-compose` on PATH is asked its version once per
-    program file (remembered in `memo_dir`, a 1.x answer costs most of a second)."""
+    program file (remembered in `memo_dir`, a 1.x answer costs most of a second);
+    `meanwhile` runs while it answers, given its process."""
     plugin = plugin_path()
     if plugin is not None:  # run as the docker CLI runs it, without the CLI's own start-up
         return Compose(Tool(str(plugin), HINT, ComposeError), (), plugin, v2=True)
@@ -119,12 +121,17 @@ def find(memo_dir: Path | None = None) -> Compose:
         raise BottleError(f"no compose found: {HINT}")
     program = Path(found).resolve()
     st = program.stat()
-    version = _version(str(program), st.st_size, st.st_mtime_ns, memo_dir)
+    key = (str(program), st.st_size, st.st_mtime_ns, memo_dir)
+    version = _VERSIONS.get(key) or _version(*key, meanwhile=meanwhile)
+    _VERSIONS[key] = version
     return Compose(STANDALONE, (), program, v2=not version.startswith("1."))
 
 
-@functools.lru_cache(maxsize=8)
-def _version(program: str, size: int, mtime_ns: int, memo_dir: Path | None) -> str:
+_VERSIONS: dict[tuple[str, int, int, Path | None], str] = {}  # asked in this process
+
+
+def _version(program: str, size: int, mtime_ns: int, memo_dir: Path | None, *,
+             meanwhile: Callable[[subprocess.Popen[bytes]], object] | None = None) -> str:
     memo = None
     if memo_dir is not None:
         import xxhash
@@ -135,7 +142,8 @@ def _version(program: str, size: int, mtime_ns: int, memo_dir: Path | None) -> s
             return memo.read_text().strip()
         except OSError:
             pass
-    out = _proc.run(STANDALONE.cmd("version", "--short"), timeout=60).stdout.strip()
+    out = _proc.run(STANDALONE.cmd("version", "--short"), timeout=60,
+                    meanwhile=meanwhile).stdout.strip()
     version = out.removeprefix("v").split()[0] if out else ""
     if not version[:1].isdigit():
         raise BottleError(f"cannot tell which compose {program} is: `version --short` "
@@ -170,11 +178,11 @@ def render(
     project_dir: Path | None = None,
     profiles: Sequence[str] = (),
     cwd: Path | None = None,
-    meanwhile: Callable[[], object] | None = None,
+    meanwhile: Callable[[subprocess.Popen[bytes]], object] | None = None,
 ) -> dict[str, Any]:
     """The interpolated compose model: services with their images, builds, pull policies
     and profiles (v2: only the services the profiles enable; v1: all of them). `meanwhile`
-    runs while compose renders."""
+    runs while compose renders, given compose's process."""
     here = cwd or Path.cwd()
     for f in files:
         fd = stream_fd(f)

@@ -126,7 +126,7 @@ def test_resolution_is_composes_answer(flavor: str, name: str, engine: str, tmp_
     monkeypatch.chdir(d.project)
     profiles = [None, *_declared_profiles(d)]
     tally = dict.fromkeys(("match", "match, not cacheable", "refused", "bad ref",
-                           "head start"), 0)
+                           "head start", "sure"), 0)
     for profile in profiles:
         want = expected(flavor, d, profile)
         chosen = [profile] if profile else []
@@ -158,6 +158,11 @@ def test_resolution_is_composes_answer(flavor: str, name: str, engine: str, tmp_
         early = set(pp.literal_images(only.read_bytes())) if only else set()
         assert early <= want, profile
         assert all(w.policy == pp.MISSING for w in resolved if w.image in early), profile
+        # Those whose failed pull is taken as the run's failure before compose answers:
+        # wanted, and not built by compose.
+        sure = set(pp.sure_images(only.read_bytes())) if only else set()
+        assert sure <= early and not any(w.buildable for w in resolved if w.image in sure)
+        tally["sure"] += bool(sure)
         tally["head start"] += bool(early)
         assert {w.image for w in resolve()} == want, profile  # from the resolution cache
         cacheable = pp.resolution_key(compose.find(), d.files, d.project_dir, chosen,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from bottle.tools import docker, skopeo
 from bottle.tools.registry import RegistryHandle, ephemeral_registry
 from tests import compose_flavors
 from tests.conftest import ROOT, busybox_context
-from tests.helpers import bottle, docker_calls
+from tests.helpers import bottle, docker_calls, spawn
 
 
 @pytest.fixture(params=compose_flavors.FLAVORS)
@@ -422,15 +423,18 @@ def test_a_compose_file_from_a_stream(tmp_path: Path, _private_cache: Path,
         _rmi(worker)
 
 
-def _slow_config(flavor: str, seconds: float) -> float:
-    """Make the installed compose take `seconds` longer over `config`; the time its sleep
-    ends (after which compose renders) is written beside it and returned by a reader."""
+def _slow_config(flavor: str, seconds: float, marker: Path, *, deaf: bool = False) -> float:
+    """Make the installed compose take `seconds` longer over `config`; `marker` is made
+    when that sleep ends (after which compose renders), `<marker>.began` when it begins.
+    `deaf`: it ignores SIGINT."""
     wrapper = (Path(os.environ["DOCKER_CONFIG"]) / "cli-plugins" / "docker-compose"
                if flavor == "v2" else
                next(Path(d) / "docker-compose" for d in os.environ["PATH"].split(os.pathsep)
                     if (Path(d) / "docker-compose").is_file()))
     lines = wrapper.read_text().splitlines()
-    lines.insert(1, f'case " $* " in *" config "*) sleep {seconds} ;; esac')
+    trap = "trap '' INT; " if deaf else ""
+    lines.insert(1, f'case " $* " in *" config "*) {trap}: > "{marker}.began"; '
+                    f'sleep {seconds}; : > "{marker}" ;; esac')
     wrapper.write_text("\n".join(lines) + "\n")
     return seconds
 
@@ -447,8 +451,10 @@ def test_images_named_outright_are_pulled_while_compose_renders(
         tmp_path: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
         flavor: str) -> None:
     """A compose file that names its images outright: they are checked and pulled while
-    compose renders (here made to take 3 s), and the report is compose's answer as ever;
-    a bad tag so named fails with the same one line, once compose has confirmed it."""
+    compose renders (here made to take 3 s), and the report is compose's answer as ever.
+    A bad tag so named fails with the same one line: at once, compose stopped, where the
+    file leaves compose no other answer (no service builds that image); else once compose
+    has confirmed it."""
     reg = registry_with_two_images.pull_endpoint
     web, worker = f"{reg}/web:2.1", f"{reg}/worker:2.1"
     app = tmp_path / "named"
@@ -457,7 +463,8 @@ def test_images_named_outright_are_pulled_while_compose_renders(
                                      f"  worker:\n    image: \"{worker}\"  # pinned\n")
     _rmi(web)
     assert bottle("prepull", "--quiet", "--image", worker, cwd=app).returncode == 0
-    delay = _slow_config(flavor, 3)
+    rendered = tmp_path / "compose-rendered"
+    delay = _slow_config(flavor, 3, rendered)
     since = time.time()
     r = bottle("prepull", "--json", cwd=app)
     took = time.time() - since
@@ -468,10 +475,102 @@ def test_images_named_outright_are_pulled_while_compose_renders(
     assert set(pulled) == {web}
     assert pulled[web] - since < delay < took  # pulled before compose could have answered
 
-    (app / "compose.yml").write_text(f"services:\n  web:\n    image: {web}\n"
-                                     f"  bad:\n    image: {reg}/web:nope\n")
+    line = (f"bottle: error: prepull: cannot pull {reg}/web:nope: manifest for {reg}/web:nope"
+            f" not found: manifest unknown: manifest unknown (stopped before deploy)")
+    plain = f"services:\n  web:\n    image: {web}\n  bad:\n    image: {reg}/web:nope\n"
+    # A service that builds an image named by interpolation: the failed pull may be that
+    # image (then compose builds it), so compose decides and is waited for (its sleep ends:
+    # the marker).
+    (app / "compose.yml").write_text(plain + "  app:\n    build: .\n"
+                                     "    image: ${APP_IMAGE:-local/app:1}\n")
+    rendered.unlink()
     r = bottle("prepull", "--quiet", cwd=app)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == [
-        f"bottle: error: prepull: cannot pull {reg}/web:nope: manifest for {reg}/web:nope not "
-        f"found: manifest unknown: manifest unknown (stopped before deploy)"]
+    assert r.stderr.strip().splitlines() == [line]
+    assert rendered.exists()
+    # Nothing compose could build under that name (no build; or one that names no image,
+    # so builds one compose names): the failed pull is the run's failure, said as before,
+    # and compose is stopped (its process group with it: its sleep never ends).
+    for text in (plain, plain + "  app:\n    build: .\n"):
+        (app / "compose.yml").write_text(text)
+        rendered.unlink(missing_ok=True)
+        r = bottle("prepull", "--json", cwd=app)
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines() == [line]
+        got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+        assert got == {web: "present", f"{reg}/web:nope": "failed"}
+    time.sleep(delay + 0.5)
+    assert not rendered.exists()
+
+
+def test_the_head_start_begins_before_compose_is_found(
+        tmp_path: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A standalone `docker-compose` is asked its version the first time (most of a second
+    for v1; made 3 s here). The images a plain file names are pulled meanwhile, and a bad
+    tag among them ends the run then: compose's `version` is stopped, `config` never runs."""
+    log = compose_flavors.install("v1", tmp_path / "compose", monkeypatch)
+    wrapper = tmp_path / "compose" / "bin-v1" / "docker-compose"
+    answered = tmp_path / "version-answered"
+    lines = wrapper.read_text().splitlines()
+    lines.insert(1, f'case " $* " in *" version "*) sleep 3; : > "{answered}" ;; esac')
+    wrapper.write_text("\n".join(lines) + "\n")
+    reg = registry_with_two_images.pull_endpoint
+    web = f"{reg}/web:2.1"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "compose.yml").write_text(f"services:\n  web:\n    image: {web}\n"
+                                     f"  bad:\n    image: {reg}/web:nope\n")
+    _rmi(web)
+    try:
+        since = time.time()
+        r = bottle("prepull", "--json", cwd=app)
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines() == [
+            f"bottle: error: prepull: cannot pull {reg}/web:nope: manifest for {reg}/web:nope"
+            f" not found: manifest unknown: manifest unknown (stopped before deploy)"]
+        got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
+        assert got == {web: "pulled", f"{reg}/web:nope": "failed"}
+        assert set(_pull_times(since)) == {web}
+        calls = log.read_text().splitlines()
+        assert all(c.startswith("version") for c in calls)  # asked at most, never answered
+        assert compose_flavors.config_calls(log) == 0
+        time.sleep(3.5)
+        assert not answered.exists()  # stopped, with its process group
+    finally:
+        _rmi(web)
+
+
+def test_ctrl_c_twice_while_compose_renders(
+        tmp_path: Path, _private_cache: Path, registry_with_two_images: RegistryHandle,
+        flavor: str) -> None:
+    """Ctrl-C while compose renders (here deaf to SIGINT, so stopping it takes the stop
+    policy's grace), and again meanwhile: exit 130, one line saying it is still stopping
+    (no bottle is involved), then `interrupted`; compose and its children are gone."""
+    reg = registry_with_two_images.pull_endpoint
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "compose.yml").write_text(f"services:\n  web:\n    image: {reg}/web:2.1\n"
+                                     "  app:\n    build: .\n"
+                                     "    image: ${APP:-127.0.0.1:1/app:dev}\n")
+    rendered = tmp_path / "compose-rendered"
+    delay = _slow_config(flavor, 8, rendered, deaf=True)
+    began = tmp_path / "compose-rendered.began"
+    p = spawn("prepull", cwd=app)
+    try:
+        deadline = time.monotonic() + 60
+        while not began.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+        _rmi(f"{reg}/web:2.1")
+    assert p.returncode == 130, (err, _out)
+    lines = [ln for ln in err.splitlines() if ln]
+    assert lines == ["bottle: SIGINT received; still stopping", "bottle: interrupted"], err
+    time.sleep(delay - 0.5)
+    assert not rendered.exists()

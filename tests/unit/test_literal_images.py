@@ -32,10 +32,27 @@ def yaml_services(data: bytes) -> dict[str, object] | None:
     return {str(k): v.get("image") for k, v in services.items() if isinstance(v, dict)}
 
 
+def yaml_keys(data: bytes) -> dict[str, object]:
+    """Each service's keys as written (merge keys kept: YAML's base loader leaves them)."""
+    doc = yaml.load(data, yaml.BaseLoader)
+    return {str(k): (list(v) if isinstance(v, dict) else v)
+            for k, v in ((doc or {}).get("services") or {}).items()}
+
+
+# Keys that take a service's keys from elsewhere (no service of a file with sure images
+# may have one), and those that keep a sure image's own service from being pulled as named.
+ELSEWHERE = {"extends", "<<"}
+NOT_SURE = {"profiles", "pull_policy", "provider"} | ELSEWHERE
+
+
 def check(data: bytes) -> dict[str, str]:
     """What we read, checked against YAML where YAML reads the file (where it refuses it,
-    compose does too and says so: what the head start pulled was named in it outright)."""
+    compose does too and says so: what the head start pulled was named in it outright).
+    The sure images: only where no service may be built, each one a service names
+    outright with nothing that could keep compose from pulling it."""
     got = pp.literal_services(data)
+    sure = pp.sure_images(data)
+    assert set(sure) <= set(got.values())
     want = yaml_services(data)
     if want is None:
         return {}
@@ -43,6 +60,21 @@ def check(data: bytes) -> dict[str, str]:
         assert want.get(service) == image, (
             f"{service}: we read {image!r}, YAML reads {want and want.get(service)!r}:\n"
             f"{data.decode()}")
+    if sure:
+        keys = yaml_keys(data)
+        # (An empty service is one compose refuses, as it has neither image nor build.)
+        assert all(k == "" or (isinstance(k, list) and not ELSEWHERE & set(k))
+                   for k in keys.values()), (
+            f"sure of {sure}, but a service is not read or takes keys from elsewhere:\n"
+            f"{data.decode()}")
+        built = [want.get(s) for s, k in keys.items()
+                 if isinstance(k, list) and "build" in k and "image" in k]
+        assert all(isinstance(b, str) and "$" not in b for b in built), (
+            f"sure of {sure}, but an image built is not plain: {built}\n{data.decode()}")
+        for image in sure:
+            assert image not in built, f"{image} is built:\n{data.decode()}"
+            assert any(want.get(s) == image and not NOT_SURE & set(k)  # type: ignore[arg-type]
+                       for s, k in keys.items()), f"{image}:\n{data.decode()}"
     return got
 
 
@@ -133,10 +165,13 @@ def compose_text(rng: random.Random) -> str:
 @pytest.mark.parametrize("seed", range(8))
 def test_generated_compose_files_against_yaml(seed: int) -> None:
     rng = random.Random(seed)
-    read = 0
+    read = sure = 0
     for _ in range(600):
-        read += bool(check(compose_text(rng).encode()))
+        data = compose_text(rng).encode()
+        read += bool(check(data))
+        sure += bool(pp.sure_images(data))
     assert read > 50  # the generator also makes files the reader can read
+    assert sure > 20  # ... and files where a failed pull decides the run
 
 
 def test_what_it_reads_and_what_it_leaves() -> None:
@@ -155,3 +190,28 @@ def test_what_it_reads_and_what_it_leaves() -> None:
                  "    B: 2}\n"):
         assert pp.literal_services(text.encode()) == {}
     assert pp.literal_images(b"services:\n  a:\n    image: x\n  b:\n    image: x\n") == ["x"]
+
+
+def test_sure_images() -> None:
+    """A failed pull decides the run only where no service may be built and every
+    service is read; a profile or pull policy takes out that service's image alone."""
+    plain = b"services:\n  web:\n    image: nginx\n  db:\n    image: redis\n"
+    assert pp.sure_images(plain) == ["nginx", "redis"]
+    assert pp.sure_images(plain + b"  dbg:\n    image: x\n    profiles: [d]\n"
+                          ) == ["nginx", "redis"]
+    # A service that builds: its image is not sure; one that names no image builds one
+    # compose names, never one pulled.
+    assert pp.sure_images(plain + b"  app:\n    build: .\n") == ["nginx", "redis"]
+    assert pp.sure_images(plain + b"  app:\n    image: redis\n    build:\n"
+                          b"      context: .\n") == ["nginx"]
+    assert pp.sure_images(plain + b"  app:\n    build: .\n    image: redis\n"
+                          b"    profiles: [p]\n") == ["nginx"]
+    for other in (b"  app:\n    build: .\n    image: ${X}\n",
+                  b"  app:\n    build: .\n    image:\n", b"  app:\n    build: .\n"
+                  b"    image: red\n      is\n", b"  app:\n    extends:\n      file: b.yml\n"
+                  b"      service: x\n", b"  app:\n    <<: *base\n", b"  app: *base\n",
+                  b"  app: {image: a}\n"):
+        assert pp.literal_images(plain + other)[:2] == ["nginx", "redis"]
+        assert pp.sure_images(plain + other) == [], other
+    assert pp.sure_images(b"services:\n  a:\n    image: ${X}\n") == []
+    assert pp.sure_images(b"name: x\n") == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -333,7 +334,7 @@ def test_which_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 assert found.tool.program == str(found.program)
                 assert found.program.parent.name == "cli-plugins"
             compose.find(tmp_path / "memo")
-            compose._version.cache_clear()
+            compose._VERSIONS.clear()  # a new process: the memo file answers
             compose.find(tmp_path / "memo")
             versions = [c for c in log.read_text().splitlines() if c.startswith("version")]
             assert len(versions) == (0 if name == "v2" else 1)
@@ -565,6 +566,48 @@ class TestPool:
                          self.item("c:1", log)], pool=pool)
         assert [o.status for o in err.value.outcomes] == ["failed", "cancelled", "cancelled"]
         assert log == ["a:nope"]  # pulled once, early; nothing after the failure
+
+    def test_a_failure_known_to_decide_says_so_at_once(self) -> None:
+        """An image added as wanted (the file leaves compose no other answer) that fails
+        calls the `when_failed` hook once, from the worker, and `failure()` is the run's failure
+        with every image's outcome, after the pulls under way have finished."""
+        log: list[str] = []
+        gate = threading.Event()
+        calls: list[str] = []
+        pool = pulling.Pool(2)
+        assert pool.failure() is None
+        pool.when_failed(lambda: calls.append(threading.current_thread().name))
+        pool.add(self.item("slow:1", log, gate=gate), wanted=True)  # under way, held
+        pool.add(self.item("a:nope", log, fails=True), wanted=True)
+        pool.add(self.item("c:1", log), wanted=True)  # queued: never started
+        for _ in range(500):
+            if calls:
+                break
+            time.sleep(0.01)
+        assert calls and calls[0].startswith("prepull-") and len(calls) == 1
+        late: list[int] = []
+        pool.when_failed(lambda: late.append(1))  # set after the failure: called at once
+        assert late == [1] and len(calls) == 1
+        threading.Timer(0.2, gate.set).start()
+        failed = pool.failure()
+        assert failed is not None and "a:nope" in str(failed)
+        assert [(o.image, o.status) for o in failed.outcomes] == [
+            ("slow:1", "pulled"), ("a:nope", "failed"), ("c:1", "cancelled")]
+        assert log == ["a:nope", "slow:1"]
+
+    def test_an_early_failure_not_known_to_decide_calls_nothing(self) -> None:
+        log: list[str] = []
+        calls: list[int] = []
+        pool = pulling.Pool(1)
+        pool.when_failed(lambda: calls.append(1))
+        pool.add(self.item("a:nope", log, fails=True), wanted=False).done.wait(5)
+        pool.add(self.item("b:nope", log, fails=True, buildable=True)).done.wait(5)
+        assert calls == [] and pool.failure() is None and not pool.stop.is_set()
+        # ... until compose confirms it: then it is the run's failure, said once
+        pool.add(self.item("a:nope", log))
+        pool.add(self.item("a:nope", log))
+        assert calls == [1] and pool.failure() is not None and pool.stop.is_set()
+
 
     def test_a_buildable_image_reads_as_to_build(self) -> None:
         """Whether compose builds an image is compose's answer, not the early guess."""
