@@ -164,7 +164,7 @@ class Pool:
                     self._threads.append(t)
                     t.start()
             elif wanted and not fetch.wanted:
-                fetch.wanted = True
+                fetch.wanted, fetch.item = True, item  # compose's word on it, not the guess
                 if fetch.done.is_set() and fetch.status == "failed" and not item.buildable:
                     hook = self._decided()
         if hook is not None:
@@ -252,14 +252,15 @@ class Pool:
 
     def failure(self) -> PrepullFailed | None:
         """Whether an image added as wanted failed (so the run has): then, once the pulls
-        under way have finished, that failure with the outcome of every image added."""
+        under way have finished, that failure with the outcome of every image added as
+        wanted (one pulled on a guess is not known to be part of the run)."""
         with self._lock:
             if not self._failed:
                 return None
         self.cancel()
         self.join()
         with self._lock:
-            fetches = list(self._fetches.values())
+            fetches = [f for f in self._fetches.values() if f.wanted]
         ordered = [f.outcome(f.item) for f in fetches]
         failed = next(o for o in ordered if o.status == "failed")
         return PrepullFailed(failed, ordered)

@@ -609,6 +609,30 @@ class TestPool:
         assert calls == [1] and pool.failure() is not None and pool.stop.is_set()
 
 
+    def test_the_early_verdict_names_only_what_the_file_decides(self) -> None:
+        """An image pulled on a guess (compose may build it, or a profile leave it out)
+        that fails before a sure image does is neither the failure reported nor listed:
+        the early verdict is about what the file settles, nothing else."""
+        log: list[str] = []
+        pool = pulling.Pool(1)
+        pool.add(self.item("app:dev", log, fails=True), wanted=False).done.wait(5)
+        pool.add(self.item("db:nope", log, fails=True), wanted=True).done.wait(5)
+        failed = pool.failure()
+        assert failed is not None and "db:nope" in str(failed) and "app:dev" not in str(failed)
+        assert [(o.image, o.status) for o in failed.outcomes] == [("db:nope", "failed")]
+
+    def test_a_guess_compose_confirms_reads_as_compose_says(self) -> None:
+        """Confirmed later as an image compose builds: its failed pull reads `to build`
+        in any report, even the early one another image's failure makes."""
+        log: list[str] = []
+        pool = pulling.Pool(1)
+        pool.add(self.item("app:dev", log, fails=True), wanted=False).done.wait(5)
+        pool.add(self.item("app:dev", log, fails=True, buildable=True))
+        pool.add(self.item("db:nope", log, fails=True), wanted=True).done.wait(5)
+        failed = pool.failure()
+        assert failed is not None and "db:nope" in str(failed)
+        assert [(o.image, o.status) for o in failed.outcomes] == [
+            ("app:dev", pulling.BUILD), ("db:nope", "failed")]
     def test_a_buildable_image_reads_as_to_build(self) -> None:
         """Whether compose builds an image is compose's answer, not the early guess."""
         log: list[str] = []
