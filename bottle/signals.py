@@ -43,19 +43,21 @@ def exit_code(err: KeyboardInterrupt) -> int:
 
 class _State:
     depth = 0
-    what: list[str] = []
+    doing: list[tuple[str, bool]] = []  # each shield: what it is doing, said at once?
     pending: int | None = None
     stopping = False  # an interrupt is already unwinding us
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:
     if _State.depth or _State.stopping:
-        # Teardown under way (or about to be: the first signal is unwinding towards it):
-        # record it; the teardown finishes, then we stop.
+        # A shielded step under way (or a teardown about to be: the first signal is
+        # unwinding towards it): record it; the step finishes, then we stop.
+        first = _State.pending is None and not _State.stopping
         _State.pending = _State.pending or signum
-        doing = f"removing {_State.what[-1]}" if _State.what else "stopping"
-        print(f"\nbottle: {signal.Signals(signum).name} received; still {doing}",
-              file=sys.stderr, flush=True)
+        doing, say = _State.doing[-1] if _State.doing else ("stopping", True)
+        if say or not first:
+            print(f"\nbottle: {signal.Signals(signum).name} received; still {doing}",
+                  file=sys.stderr, flush=True)
         return
     _State.stopping = True
     raise Interrupted(signum)
@@ -78,22 +80,26 @@ def _set_all(handler: Callable[[int, FrameType | None], None] | signal.Handlers)
         signal.signal(sig, handler)
 
 
-class shielded:  # lower case: used as a function, `with shielded("the bottle"):`
-    """Run a teardown to its end: a signal that arrives meanwhile is reported and then
-    raised once the teardown is done (unless an interrupt is already unwinding). A class,
-    not contextlib's decorator: importing contextlib is a tenth of a replayed run."""
+class shielded:  # lower case: used as a function, `with shielded("removing x"):`
+    """Run a step to its end: a signal that arrives meanwhile is recorded and raised once
+    the step is done (unless an interrupt is already unwinding). A teardown says at once
+    that it goes on (`doing`: "removing bottle x"); a short step that must not be cut in
+    half (`say_first=False`: creating what the teardown must find) says so only when a
+    second signal comes. A class, not contextlib's decorator: importing contextlib is a
+    tenth of a replayed run."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    def __init__(self, doing: str, *, say_first: bool = True) -> None:
+        self.doing, self.say_first = doing, say_first
 
     def __enter__(self) -> None:
         _State.depth += 1
-        _State.what.append(self.what)
+        _State.doing.append((self.doing, self.say_first))
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         _State.depth -= 1
-        _State.what.pop()
+        _State.doing.pop()
         if not _State.depth and _State.pending is not None:
             signum, _State.pending = _State.pending, None
-            if kind is None:
+            if kind is None or not issubclass(kind, KeyboardInterrupt):
+                _State.stopping = True  # unwinding now: a further signal waits for teardown
                 raise Interrupted(signum)

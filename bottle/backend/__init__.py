@@ -139,7 +139,7 @@ class Teardown:
             return []
         self._done = True
         failed: list[str] = []
-        with shielded(self._what):
+        with shielded(f"removing {self._what}"):
             while self._steps:
                 name, step = self._steps.pop()
                 try:

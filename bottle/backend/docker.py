@@ -33,6 +33,7 @@ from bottle.backend import (
 )
 from bottle.config import Config
 from bottle.errors import BottleError
+from bottle.signals import shielded
 from bottle.tools import _proc
 from bottle.tools import docker as docker_mod
 from bottle.tools._proc import Result
@@ -103,8 +104,11 @@ class DockerBottle:
         if self._created is not None:
             docker_mod.remove_container(self.container)
         spec = record.replace(self._run, interactive=tty or stdin_is_data(), tty=tty)
-        docker_mod.create(self.image_id or "IMAGE", [self.agent_command, *extra], spec,
-                          env=self._env)
+        # Not cut in half by a Ctrl-C: the engine finishes a create whose client left, so
+        # the teardown would find nothing yet and the container would appear after it.
+        with shielded(f"creating container {self.container}", say_first=False):
+            docker_mod.create(self.image_id or "IMAGE", [self.agent_command, *extra], spec,
+                              env=self._env)
         self._created = (tuple(extra), tty)
 
     def run_agent(self, extra: Sequence[str], *, tty: bool) -> int:
@@ -381,7 +385,8 @@ def _start_egress(net: egress_net.EgressNet, spec: BottleSpec, prepared: Prepare
     policy = parse_policy("observe" if "observe" in spec.egress else list(spec.egress))
     marks = labels(spec, "proxy", store)
     teardown.add(f"network {net.network}", lambda: docker_mod.network_rm(net.network))
-    egress_net.create_bottle_network(net, labels=labels(spec, "network", store))
+    with shielded(f"creating network {net.network}", say_first=False):  # as a container
+        egress_net.create_bottle_network(net, labels=labels(spec, "network", store))
     teardown.add(f"proxy {net.proxy}", lambda: docker_mod.remove_container(net.proxy))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
     proxy = pool.submit(egress_net.start_proxy, net, prepared.proxy_image_id, policy,

@@ -31,6 +31,7 @@ from bottle.backend import (
 )
 from bottle.config import Config
 from bottle.errors import BottleError
+from bottle.signals import shielded
 from bottle.tools import _proc, smolvm
 from bottle.tools._proc import Result
 from bottle.tools.smolvm import Dialect
@@ -207,11 +208,14 @@ class SmolmachinesBackend:
             name, guest_env=spec.env, agent_command=spec.command, secret_env=list(spec.secrets),
             dialect=dialect, state_dir=state_dir, teardown=teardown, secrets=spec.secrets)
         try:
-            smolvm.machine_create(name, dialect=dialect, from_path=prepared.artifact,
-                                  allow_cidrs=net.cidrs, allow_hosts=net.hosts,
-                                  allow_host_patterns=net.patterns, net=net.net,
-                                  state_dir=state_dir)
+            # Removed on every way out (a missing machine counts as removed), and not cut
+            # in half by a Ctrl-C: a create stopped halfway may leave a machine behind.
             teardown.add(f"machine {name}", lambda: _remove(name, dialect, state_dir))
+            with shielded(f"creating machine {name}", say_first=False):
+                smolvm.machine_create(name, dialect=dialect, from_path=prepared.artifact,
+                                      allow_cidrs=net.cidrs, allow_hosts=net.hosts,
+                                      allow_host_patterns=net.patterns, net=net.net,
+                                      state_dir=state_dir)
             smolvm.machine_start(name, dialect=dialect, state_dir=state_dir)
             smolvm.wait_exec_ready(name, dialect=dialect, state_dir=state_dir)
             _copy_in(bottle, spec.workspace, tmp)

@@ -1,0 +1,184 @@
+"""A Ctrl-C while a bottle's container or network is being made: the engine may still be
+making it after we stop waiting (it does not cancel a create whose client went away), so a
+teardown that ran at once found nothing to remove and the container appeared after it
+(found by CI: `test_an_interrupt_while_bottle_starts_up_is_quiet` left a container behind).
+The create is finished first, then the interrupt unwinds and the teardown removes it.
+
+Here the engine is a stand-in (a slow create is the point), over its API and by the CLI."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bottle import signals
+from bottle.backend import Teardown
+from bottle.backend.docker import DockerBottle
+from bottle.tools import docker as docker_mod
+from bottle.tools.docker import RunSpec
+from tests.helpers import UnixHTTPServer, fake_on_path, smolvm_calls
+
+CREATE_SECONDS = 0.5
+
+
+class _SlowEngine(http.server.BaseHTTPRequestHandler):
+    """Creates a container (or network) slowly; removes one only if it exists."""
+
+    protocol_version = "HTTP/1.1"
+    events: list[str]
+    made: set[str]
+
+    def _answer(self, status: int, body: bytes = b"{}") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(CREATE_SECONDS)  # the engine goes on, whether or not we still listen
+        self.made.add("c")
+        self.events.append("created")
+        self._answer(201, b'{"Id": "c"}')
+
+    def do_DELETE(self) -> None:
+        found = "c" in self.made
+        self.made.discard("c")
+        self.events.append("removed" if found else "nothing to remove")
+        self._answer(204 if found else 404, b"" if found else b'{"message": "no such"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def handlers() -> Iterator[None]:
+    """bottle's signal handlers, for one test (pytest's own restored after)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signals.install()
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+    signals._State.stopping, signals._State.pending = False, None
+
+
+def _interrupt_after(seconds: float) -> None:
+    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def _create_then_teardown(capsys: pytest.CaptureFixture[str]) -> str:
+    """What a launch does: the container's removal is the teardown's, then the create;
+    a Ctrl-C meanwhile unwinds into the teardown. Returns what was said on stderr."""
+    teardown = Teardown("bottle t")
+    teardown.add("container t", lambda: docker_mod.remove_container("t"))
+    bottle = DockerBottle("t", teardown, image_id="sha256:" + "1" * 64,
+                          run=RunSpec(name="t", labels={"bot-bottle": "1"}), env={})
+    _interrupt_after(0.1)
+    with pytest.raises(signals.Interrupted):
+        try:
+            bottle.create([], tty=False)
+            time.sleep(5)  # (the interrupt must not be lost)
+        except BaseException:
+            bottle.close()
+            raise
+    return capsys.readouterr().err
+
+
+def test_a_container_being_created_over_the_api_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    events: list[str] = []
+    engine = type("Engine", (_SlowEngine,), {"events": events, "made": set()})
+    server = UnixHTTPServer(str(tmp_path / "engine.sock"), engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    try:
+        err = _create_then_teardown(capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert events == ["created", "removed"]
+    assert err == ""  # one Ctrl-C: nothing to say until the run's own last line
+
+
+def test_a_container_being_created_by_the_cli_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Where only the CLI knows the way to the engine (a docker context): `docker create`
+    is not stopped halfway either."""
+    log = tmp_path / "engine.log"
+    fake_on_path(tmp_path, monkeypatch, "docker", f"""#!/bin/sh
+case "$1" in
+  create) sleep {CREATE_SECONDS}; touch "{tmp_path}/made"; echo created >> "{log}" ;;
+  rm) if [ -e "{tmp_path}/made" ]; then rm "{tmp_path}/made"; echo removed >> "{log}"
+      else echo "nothing to remove" >> "{log}"; fi ;;
+esac
+""")
+    monkeypatch.setenv("DOCKER_CONTEXT", "elsewhere")
+    err = _create_then_teardown(capsys)
+    assert log.read_text().split("\n")[:-1] == ["created", "removed"]
+    assert err == ""
+
+
+def test_a_second_interrupt_meanwhile_says_what_is_under_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    events: list[str] = []
+    engine = type("Engine", (_SlowEngine,), {"events": events, "made": set()})
+    server = UnixHTTPServer(str(tmp_path / "engine.sock"), engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    _interrupt_after(0.2)
+    try:
+        err = _create_then_teardown(capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert events == ["created", "removed"]
+    assert err.strip().splitlines() == [
+        "bottle: SIGINT received; still creating container t"]
+
+
+def test_a_create_that_fails_after_an_interrupt_still_stops_the_run(
+        handlers: None) -> None:
+    """The interrupt is not swallowed by the error the shielded step ended with."""
+    _interrupt_after(0.05)
+    with pytest.raises(signals.Interrupted), signals.shielded("creating x", say_first=False):
+        time.sleep(0.3)
+        raise docker_mod.DockerError(["docker", "create"], 1, reason="boom")
+
+
+def test_a_machine_being_created_is_removed(fake_smolvm: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            handlers: None) -> None:
+    """smolmachines: the machine's removal is the teardown's before its create starts, and
+    the create is not stopped halfway (nor left out of the teardown when it was)."""
+    from bottle.backend import BottleSpec, Prepared
+    from bottle.backend.smolmachines import SmolmachinesBackend
+    from bottle.tools import smolvm
+    from cache.store import Store
+
+    smolvm._detect.cache_clear()
+    monkeypatch.setenv("FAKE_SMOLVM_CREATE_SLEEP", str(CREATE_SECONDS))
+    artifact = tmp_path / "agent.smolmachine"
+    artifact.write_text("packed")
+    spec = BottleSpec(launch_id="1-int", command="claude", workspace=tmp_path)
+    _interrupt_after(0.1)
+    with pytest.raises(signals.Interrupted):
+        bottle = SmolmachinesBackend().start(Prepared("pack: test", artifact=artifact), spec,
+                                             Store(tmp_path / "cache"))
+        bottle.close()
+    verbs = [c[1] for c in smolvm_calls(fake_smolvm) if c[:1] == ["machine"]]
+    assert verbs[:1] == ["create"] and "delete" in verbs
+    assert list((tmp_path / "smolvm-state").glob("*.json")) == []  # no machine left
+    assert not list((tmp_path / "cache").rglob("*.json"))  # nor its run record
