@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cache import signals_held
+
 
 def say(line: str) -> None:
     """One line about what a task did and why (stderr keeps stdout for the agent)."""
@@ -44,7 +46,8 @@ def step(label: str, *, watch: Path | None = None) -> Iterator[None]:
             sys.stderr.flush()
 
     ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
+    with signals_held():
+        ticker.start()
     try:
         yield
     finally:

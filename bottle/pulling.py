@@ -23,6 +23,7 @@ from functools import partial
 from bottle import memo
 from bottle.errors import BottleError
 from bottle.tools import _http
+from cache import signals_held
 
 AREA = "prepull"
 BUILD = "to build"  # the status of a buildable image whose pull failed
@@ -162,7 +163,8 @@ class Pool:
                     t = threading.Thread(target=self._work, name=f"prepull-{len(self._threads)}",
                                          daemon=True)
                     self._threads.append(t)
-                    t.start()
+                    with signals_held():  # they are the main thread's
+                        t.start()
             elif wanted and not fetch.wanted:
                 fetch.wanted, fetch.item = True, item  # compose's word on it, not the guess
                 if fetch.done.is_set() and fetch.status == "failed" and not item.buildable:

@@ -39,6 +39,7 @@ from pathlib import Path
 import xxhash
 
 from cache import index as ix
+from cache import signals_held
 from cache.errors import UserError, shown
 from cache.record import dataclass, field
 
@@ -650,7 +651,8 @@ def _read_all(root: str, root_fd: int, jobs: Sequence[tuple[str, int]]) -> list[
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digest") as pool:
-        futures = [(i, pool.submit(_read_one, root_fd, *jobs[i], root)) for i in big]
+        with signals_held():  # the threads it starts leave them to this one
+            futures = [(i, pool.submit(_read_one, root_fd, *jobs[i], root)) for i in big]
         small = [i for i, (_rel, size) in enumerate(jobs) if size < _BIG_FILE]
         out = [""] * len(jobs)
         for i, got in zip(small, _read_each(root_fd, [jobs[i] for i in small], root),

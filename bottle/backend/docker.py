@@ -38,7 +38,7 @@ from bottle.tools import _proc
 from bottle.tools import docker as docker_mod
 from bottle.tools._proc import Result
 from bottle.tools.docker import Mount, RunSpec
-from cache import record
+from cache import record, signals_held
 from cache.atomic import write_atomic
 from cache.errors import StorageError
 from cache.store import Store
@@ -389,8 +389,9 @@ def _start_egress(net: egress_net.EgressNet, spec: BottleSpec, prepared: Prepare
         egress_net.create_bottle_network(net, labels=labels(spec, "network", store))
     teardown.add(f"proxy {net.proxy}", lambda: docker_mod.remove_container(net.proxy))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
-    proxy = pool.submit(egress_net.start_proxy, net, prepared.proxy_image_id, policy,
-                        labels=marks)
+    with signals_held():  # the thread it starts leaves them to the main thread
+        proxy = pool.submit(egress_net.start_proxy, net, prepared.proxy_image_id, policy,
+                            labels=marks)
     pool.shutdown(wait=False)
     bottle.proxy = proxy
     # Before the proxy is removed, its start must be over (else it could outlive us).

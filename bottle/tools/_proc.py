@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bottle.errors import BottleError
+from cache import signals_held
 from cache.record import dataclass, field
 
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
@@ -381,7 +382,8 @@ def _tee(proc: subprocess.Popen[Any], timeout: float | None) -> bytes:
     import threading
 
     reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    with signals_held():
+        reader.start()
     proc.wait(timeout=timeout)
     reader.join()
     return bytes(tail)

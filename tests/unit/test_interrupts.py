@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,7 @@ class _SlowEngine(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.events.append("creating")
         time.sleep(CREATE_SECONDS)  # the engine goes on, whether or not we still listen
         self.made.add("c")
         self.events.append("created")
@@ -74,14 +75,30 @@ def _interrupt_after(seconds: float) -> None:
     threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
 
 
-def _create_then_teardown(capsys: pytest.CaptureFixture[str]) -> str:
+def _interrupt_once(started: Callable[[], bool], *after: float) -> None:
+    """A Ctrl-C `after` seconds (each) from when `started()` is first true."""
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while not started() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        at = time.monotonic()
+        for seconds in after:
+            time.sleep(max(0.0, at + seconds - time.monotonic()))
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _create_then_teardown(capsys: pytest.CaptureFixture[str], started: Callable[[], bool],
+                          *after: float) -> str:
     """What a launch does: the container's removal is the teardown's, then the create;
-    a Ctrl-C meanwhile unwinds into the teardown. Returns what was said on stderr."""
+    a Ctrl-C meanwhile (`after` seconds into the create) unwinds into the teardown.
+    Returns what was said on stderr."""
     teardown = Teardown("bottle t")
     teardown.add("container t", lambda: docker_mod.remove_container("t"))
     bottle = DockerBottle("t", teardown, image_id="sha256:" + "1" * 64,
                           run=RunSpec(name="t", labels={"bot-bottle": "1"}), env={})
-    _interrupt_after(0.1)
+    _interrupt_once(started, *after)
     with pytest.raises(signals.Interrupted):
         try:
             bottle.create([], tty=False)
@@ -102,11 +119,11 @@ def test_a_container_being_created_over_the_api_is_removed(
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     try:
-        err = _create_then_teardown(capsys)
+        err = _create_then_teardown(capsys, lambda: "creating" in events, 0.1)
     finally:
         server.shutdown()
         server.server_close()
-    assert events == ["created", "removed"]
+    assert events == ["creating", "created", "removed"]
     assert err == ""  # one Ctrl-C: nothing to say until the run's own last line
 
 
@@ -118,14 +135,15 @@ def test_a_container_being_created_by_the_cli_is_removed(
     log = tmp_path / "engine.log"
     fake_on_path(tmp_path, monkeypatch, "docker", f"""#!/bin/sh
 case "$1" in
-  create) sleep {CREATE_SECONDS}; touch "{tmp_path}/made"; echo created >> "{log}" ;;
+  create) echo creating >> "{log}"; sleep {CREATE_SECONDS}; touch "{tmp_path}/made"
+          echo created >> "{log}" ;;
   rm) if [ -e "{tmp_path}/made" ]; then rm "{tmp_path}/made"; echo removed >> "{log}"
       else echo "nothing to remove" >> "{log}"; fi ;;
 esac
 """)
     monkeypatch.setenv("DOCKER_CONTEXT", "elsewhere")
-    err = _create_then_teardown(capsys)
-    assert log.read_text().split("\n")[:-1] == ["created", "removed"]
+    err = _create_then_teardown(capsys, lambda: log.exists(), 0.1)
+    assert log.read_text().split("\n")[:-1] == ["creating", "created", "removed"]
     assert err == ""
 
 
@@ -138,13 +156,12 @@ def test_a_second_interrupt_meanwhile_says_what_is_under_way(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    _interrupt_after(0.2)
     try:
-        err = _create_then_teardown(capsys)
+        err = _create_then_teardown(capsys, lambda: "creating" in events, 0.1, 0.2)
     finally:
         server.shutdown()
         server.server_close()
-    assert events == ["created", "removed"]
+    assert events == ["creating", "created", "removed"]
     assert err.strip().splitlines() == [
         "bottle: SIGINT received; still creating container t"]
 
@@ -173,7 +190,8 @@ def test_a_machine_being_created_is_removed(fake_smolvm: Path, tmp_path: Path,
     artifact = tmp_path / "agent.smolmachine"
     artifact.write_text("packed")
     spec = BottleSpec(launch_id="1-int", command="claude", workspace=tmp_path)
-    _interrupt_after(0.1)
+    _interrupt_once(lambda: any(c[:2] == ["machine", "create"]
+                                for c in smolvm_calls(fake_smolvm)), 0.1)
     with pytest.raises(signals.Interrupted):
         bottle = SmolmachinesBackend().start(Prepared("pack: test", artifact=artifact), spec,
                                              Store(tmp_path / "cache"))
@@ -182,3 +200,72 @@ def test_a_machine_being_created_is_removed(fake_smolvm: Path, tmp_path: Path,
     assert verbs[:1] == ["create"] and "delete" in verbs
     assert list((tmp_path / "smolvm-state").glob("*.json")) == []  # no machine left
     assert not list((tmp_path / "cache").rglob("*.json"))  # nor its run record
+
+
+_THREADS = r'''
+import json, os, signal, sys, threading
+from pathlib import Path
+from bottle import pulling
+from bottle.tools import _proc
+import cache.digest as d
+
+CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+def held():
+    return sorted(s.name for s in signal.pthread_sigmask(signal.SIG_BLOCK, []) if s in CAUGHT)
+
+out = {"pull": [], "digest": []}
+item = pulling.Item("a:1", False, lambda: False, lambda: out["pull"].append(held()))
+pulling.run([item], pool=pulling.Pool(2))
+real = d._read_one
+def spy(*args):
+    if threading.current_thread() is not threading.main_thread():
+        out["digest"].append(held())
+    return real(*args)
+d._read_one = spy
+ctx = Path(sys.argv[1])
+d.context_digest(ctx, ctx / "Dockerfile")
+class Tty:  # stderr as a terminal: progress is shown
+    def __init__(self, f): self.f = f
+    def isatty(self): return True
+    def __getattr__(self, name): return getattr(self.f, name)
+sys.stderr = Tty(sys.stderr)
+# The thread that copies a child's output (progress=True) and the progress ticker: the
+# child reads every thread's mask.
+from bottle import progress
+with progress.step("test"):
+    _proc.run(_proc.Tool("sh", "").cmd("-c", "sleep 0.5; for t in /proc/$PPID/task/*; do "
+                                       "echo $PPID ${t##*/} $(grep SigBlk $t/status); done"),
+              progress=True)
+out["main"] = held()
+print(json.dumps(out))
+'''
+
+
+def test_worker_threads_leave_signals_to_the_main_thread(tmp_path: Path) -> None:
+    """The pull pool's workers, the digest's readers and the output copier hold SIGINT,
+    SIGTERM and SIGHUP blocked: the kernel gives a signal to any thread that does not block
+    it, and only the main thread acts on one (taken by a worker, the main thread slept on
+    in its wait). The main thread's own mask is left as it was."""
+    import json
+    import subprocess
+    import sys
+
+    from cache.digest import _BIG_FILE, _cpus
+    from tests.conftest import ROOT
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    for name in ("a.bin", "b.bin"):  # big enough to go to the reader threads
+        (tmp_path / name).write_bytes(b"x" * _BIG_FILE)
+    r = subprocess.run([sys.executable, "-c", _THREADS, str(tmp_path)], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    caught = ["SIGHUP", "SIGINT", "SIGTERM"]
+    assert out["pull"] == [caught]
+    assert out["digest"] == ([caught, caught] if _cpus() >= 2 else [])
+    assert out["main"] == []
+    # "pid tid SigBlk: mask" for each thread: the main thread (tid = pid) blocks none; the
+    # ticker and the copier all three
+    rows = [line.split()[-4:] for line in r.stderr.splitlines() if "SigBlk" in line]
+    masks = sorted((tid != pid, int(mask, 16) & 0x4003) for pid, tid, _, mask in rows)
+    assert masks == [(False, 0), (True, 0x4003), (True, 0x4003)], r.stderr
