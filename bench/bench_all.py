@@ -443,6 +443,16 @@ def section(name: str, fn: Callable[[], list[Row]]) -> list[Row]:
                     if str(err) else type(err).__name__)]
 
 
+# What each part runs besides bot-bottle: (program, how to get it, the parts it serves).
+_NEEDS = [
+    ("docker", "Debian: docker.io", {"warm", "prepull", "launch"}),
+    ("git", "Debian: git", {"warm"}),
+    ("xxh128sum", "Debian: xxhash", {"cold"}),
+    ("docker-registry", "Debian: docker-registry", {"prepull"}),
+    ("skopeo", "Debian: skopeo", {"prepull"}),
+]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000",
@@ -453,6 +463,10 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    missing = [f"{prog} ({how})" for prog, how, parts in _NEEDS
+               if only & parts and not shutil.which(prog)]
+    if missing:  # said before minutes of work, not in the middle of them
+        sys.exit(f"bench: missing {', '.join(missing)}")
     base = Path(tempfile.mkdtemp(prefix="bb-bench-all."))
     rows: list[Row] = []
     projects: list[Project] = []
