@@ -168,8 +168,12 @@ def digest_context(inputs: BuildInputs, store: Store, *, dry: bool = False) -> C
     ident = os.fsencode(inputs.context.resolve()) + b"\0" + os.fsencode(
         inputs.dockerfile.resolve())
     index = store.area("index") / f"{xxhash.xxh64_hexdigest(ident)}.idx"
-    return context_digest(inputs.context, inputs.dockerfile, build_args=inputs.build_args,
-                          target=inputs.target, index_path=index, write_index=not dry)
+    ctx = context_digest(inputs.context, inputs.dockerfile, build_args=inputs.build_args,
+                         target=inputs.target, index_path=index, write_index=not dry)
+    if ctx.unsaved:
+        progress.say(f"build: warning: {ctx.unsaved}; the context's stat index was not "
+                     "saved, so the next run reads every file again")
+    return ctx
 
 
 def _familiar(tag: str) -> str:

@@ -40,7 +40,7 @@ import xxhash
 
 from cache import index as ix
 from cache import signals_held
-from cache.errors import UserError, shown
+from cache.errors import UserError, shown, storage_error
 from cache.record import dataclass, field
 
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a warm run.
@@ -103,6 +103,7 @@ class ContextDigest:
     bytes: int
     hashed: int
     changed: list[str] = field(default_factory=list)
+    unsaved: str = ""  # why the stat index could not be written (a full disk), if so
 
     @property
     def short(self) -> str:
@@ -928,8 +929,15 @@ def _context_digest(context: Path, dockerfile: Path, build_args: Mapping[str, st
         new_meta = {"digest": digest, "dockerfile": df_hash, "args": args, "target": target,
                     "tail": tail_id, "rules": rules.ident, "bad": walk.bad, "files": files,
                     "bytes": size}
-        with contextlib.suppress(OSError):  # the index only saves work: a full or
-            _write(index_path, new_meta, recs)  # read-only cache just reads again
+        try:
+            _write(index_path, new_meta, recs)
+        except OSError as err:  # the index only saves work: the next run reads again
+            problem = storage_error(err, index_path.parent)
+            # A read-only cache is said once elsewhere; a full disk (or worse) here.
+            unsaved = ("" if problem is not None and problem.read_only else str(problem)
+                       if problem is not None else
+                       f"cache: cannot write {index_path}: {err.strerror or err}")
+            return ContextDigest(digest, files, size, walk.hashed, changed, unsaved)
     return ContextDigest(digest, files, size, walk.hashed, changed)
 
 
