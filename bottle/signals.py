@@ -43,9 +43,12 @@ def exit_code(err: KeyboardInterrupt) -> int:
 
 class _State:
     depth = 0
-    doing: list[tuple[str, bool]] = []  # each shield: what it is doing, said at once?
+    steps: list[shielded] = []  # the shields we are in, innermost last
     pending: int | None = None
     stopping = False  # an interrupt is already unwinding us
+
+
+_GIVE_UP = 3  # signals during a short step (not a teardown) before we stop waiting for it
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:
@@ -54,10 +57,19 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
         # unwinding towards it): record it; the step finishes, then we stop.
         first = _State.pending is None and not _State.stopping
         _State.pending = _State.pending or signum
-        doing, say = _State.doing[-1] if _State.doing else ("stopping", True)
-        if say or not first:
+        step = _State.steps[-1] if _State.steps else None
+        if step is None or step.say_first:
+            doing = step.doing if step else "stopping"
             print(f"\nbottle: {signal.Signals(signum).name} received; still {doing}",
                   file=sys.stderr, flush=True)
+            return
+        step.seen += 1
+        if step.seen >= _GIVE_UP:  # insisted: stop waiting (the sweep removes what it makes)
+            _State.pending, _State.stopping = None, True
+            raise Interrupted(signum)
+        if not first:
+            print(f"\nbottle: {signal.Signals(signum).name} received; still {step.doing} "
+                  "(once more to stop waiting)", file=sys.stderr, flush=True)
         return
     _State.stopping = True
     raise Interrupted(signum)
@@ -83,21 +95,23 @@ def _set_all(handler: Callable[[int, FrameType | None], None] | signal.Handlers)
 class shielded:  # lower case: used as a function, `with shielded("removing x"):`
     """Run a step to its end: a signal that arrives meanwhile is recorded and raised once
     the step is done (unless an interrupt is already unwinding). A teardown says at once
-    that it goes on (`doing`: "removing bottle x"); a short step that must not be cut in
-    half (`say_first=False`: creating what the teardown must find) says so only when a
-    second signal comes. A class, not contextlib's decorator: importing contextlib is a
-    tenth of a replayed run."""
+    that it goes on (`doing`: "removing bottle x"), whatever comes. A short step that must
+    not be cut in half (`say_first=False`: creating what the teardown must find) says so
+    only at a second signal, and a third stops waiting for it (an engine that does not
+    answer must not hold a Ctrl-C forever; the next launch or `bottle sweep` removes what
+    it makes). A class, not contextlib's decorator: importing contextlib is a tenth of a
+    replayed run."""
 
     def __init__(self, doing: str, *, say_first: bool = True) -> None:
-        self.doing, self.say_first = doing, say_first
+        self.doing, self.say_first, self.seen = doing, say_first, 0
 
     def __enter__(self) -> None:
         _State.depth += 1
-        _State.doing.append((self.doing, self.say_first))
+        _State.steps.append(self)
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         _State.depth -= 1
-        _State.doing.pop()
+        _State.steps.pop()
         if not _State.depth and _State.pending is not None:
             signum, _State.pending = _State.pending, None
             if kind is None or not issubclass(kind, KeyboardInterrupt):

@@ -34,6 +34,8 @@ class _SlowEngine(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     events: list[str]
     made: set[str]
+    seconds = CREATE_SECONDS
+    hung = threading.Event()  # set: the create never finishes
 
     def _answer(self, status: int, body: bytes = b"{}") -> None:
         self.send_response(status)
@@ -45,7 +47,9 @@ class _SlowEngine(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.events.append("creating")
-        time.sleep(CREATE_SECONDS)  # the engine goes on, whether or not we still listen
+        if self.hung.wait(self.seconds):  # the test is over: no answer to nobody
+            return
+        # (the engine goes on, whether or not we still listen)
         self.made.add("c")
         self.events.append("created")
         self._answer(201, b'{"Id": "c"}')
@@ -163,7 +167,33 @@ def test_a_second_interrupt_meanwhile_says_what_is_under_way(
         server.server_close()
     assert events == ["creating", "created", "removed"]
     assert err.strip().splitlines() == [
-        "bottle: SIGINT received; still creating container t"]
+        "bottle: SIGINT received; still creating container t (once more to stop waiting)"]
+
+
+def test_a_third_interrupt_stops_waiting_for_an_engine_that_does_not_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A create that hangs (an engine that never answers) does not hold Ctrl-C for ever:
+    the third one stops waiting, and the teardown runs at once."""
+    events: list[str] = []
+    hung = threading.Event()
+    engine = type("Engine", (_SlowEngine,), {"events": events, "made": set(),
+                                             "seconds": 30.0, "hung": hung})
+    server = UnixHTTPServer(str(tmp_path / "engine.sock"), engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    started = time.monotonic()
+    try:
+        err = _create_then_teardown(capsys, lambda: "creating" in events, 0.1, 0.2, 0.3)
+    finally:
+        hung.set()
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 10
+    assert events == ["creating", "nothing to remove"]
+    assert err.strip().splitlines() == [
+        "bottle: SIGINT received; still creating container t (once more to stop waiting)"]
 
 
 def test_a_create_that_fails_after_an_interrupt_still_stops_the_run(
