@@ -302,26 +302,33 @@ class _Walk:
     def _split(self, frontier: list[str]) -> None:
         tokens = _tokens(len(frontier))
         r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child reports through the pipe
-            _child(self, frontier, tokens, r, w)
-        os.close(w)
-        data = None
+        pid, data, mine, status = 0, None, [], 0
         try:
+            # Signals held over the fork: in the child they stay blocked (its parent stops
+            # it, by SIGKILL); one that came while Python set the child up (its after-fork
+            # hooks) ran our handler there and printed a traceback.
+            with signals_held():
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the child reports through the pipe
+                    _child(self, frontier, tokens, r, w)
+            os.close(w)
+            w = -1
             mine = self._take(frontier, tokens, 0)
             self._write_texts(mine)
             with os.fdopen(r, "rb") as pipe:
                 r = -1
                 data = pipe.read()
         finally:
-            if r != -1:
-                os.close(r)
+            for fd in (r, w):
+                if fd != -1:
+                    os.close(fd)
             if tokens is not None:
                 os.close(tokens)
-            if data is None:  # stopped early: the child's work is not wanted
+            if pid and data is None:  # stopped early: the child's work is not wanted
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            status = os.waitpid(pid, 0)[1]
+            if pid:
+                status = os.waitpid(pid, 0)[1]
         if status != 0 or not self._merge(data):  # do its part here (with its errors)
             taken = set(mine)
             theirs = [rel for rel in frontier if rel not in taken]
@@ -555,6 +562,7 @@ def _child(walk: _Walk, frontier: Sequence[str], tokens: int | None, r: int,
         os.close(r)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)  # the parent's handlers are not ours
+        # (SIGINT, SIGTERM and SIGHUP stay blocked here, see `_split`: the parent decides.)
         walk.visited, walk.fresh, walk.pending = [], 0, []
         rels = walk._take(frontier, tokens, 1)
         if walk.texts is not None:

@@ -299,3 +299,51 @@ def test_worker_threads_leave_signals_to_the_main_thread(tmp_path: Path) -> None
     rows = [line.split()[-4:] for line in r.stderr.splitlines() if "SigBlk" in line]
     masks = sorted((tid != pid, int(mask, 16) & 0x4003) for pid, tid, _, mask in rows)
     assert masks == [(False, 0), (True, 0x4003), (True, 0x4003)], r.stderr
+
+
+_FORKED = r'''
+import os, signal, sys
+from pathlib import Path
+from bottle import signals
+import cache.digest as d
+
+signals.install()
+# A Ctrl-C that reaches the digest's second process while Python sets it up after fork()
+os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGINT))
+parent = os.getpid()
+ctx = Path(sys.argv[1])
+try:
+    got = d.context_digest(ctx, ctx / "Dockerfile")
+except KeyboardInterrupt:
+    print("interrupted", "parent" if os.getpid() == parent else "child", flush=True)
+    os._exit(130)
+if os.getpid() == parent:
+    d._FORK = False
+    print(got.hexdigest == d.context_digest(ctx, ctx / "Dockerfile").hexdigest, flush=True)
+else:
+    print("the child came back", flush=True)
+'''
+
+
+def test_a_signal_in_the_digests_second_process_is_its_parents(tmp_path: Path) -> None:
+    """The cold digest of a big context forks a second process. A signal that reached it
+    while Python set it up ran our handler there: a traceback from threading's after-fork
+    hook, or the child unwinding through its parent's code (1 Ctrl-C in ~25 by hand). The
+    child holds them blocked from before the fork; the parent decides."""
+    import subprocess
+    import sys
+
+    from cache.digest import _FORK_ENTRIES, _cpus
+    from tests.conftest import ROOT
+
+    if _cpus() < 2:
+        pytest.skip("the digest forks only with two CPUs")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    for d in range(40):
+        sub = tmp_path / f"d{d}"
+        sub.mkdir()
+        for i in range(_FORK_ENTRIES // 40 + 1):
+            (sub / f"f{i}").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", _FORKED, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (r.returncode, r.stdout, r.stderr) == (0, "True\n", "")
