@@ -312,7 +312,7 @@ def prepull(quiet: bool, json_out: bool, **options: Any) -> None:
                        json_out=json_out, failed=True)
         raise
     except BaseException:
-        pool.cancel()  # what it started finishes on its own: the error is said now
+        pool.abandon()  # what it started is cut short: the error is said now
         raise
     if seen.known and all(w.policy == pp.MISSING and not pp.cli_pulls(w.image)
                           for w in wanted):

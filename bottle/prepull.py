@@ -534,7 +534,17 @@ def _pull(image: str) -> None:
         except OSError as err:
             raise docker.unreachable(["docker", "pull", image], err) from None
         return
-    docker.pull(image)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def running(proc: subprocess.Popen[bytes]) -> None:
+        procs.append(proc)
+        pulling.holding(proc)  # cut short with the API's pulls
+
+    try:
+        docker.pull(image, meanwhile=running)
+    finally:
+        for proc in procs:
+            pulling.released(proc)
 
 
 def cli_pulls(image: str) -> bool:

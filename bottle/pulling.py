@@ -100,6 +100,61 @@ class PrepullFailed(BottleError):
         self.outcomes = outcomes
 
 
+class _Underway:
+    """What the pulls under way hold open (the engine API's sockets, `docker pull`
+    processes), so that they can be abandoned: a closed connection makes the engine
+    stop that pull, as a cancelled `docker compose pull` does."""
+
+    lock = threading.Lock()
+    held: set[object] = set()
+    abandoned = False
+
+    @classmethod
+    def hold(cls, thing: object) -> None:
+        with cls.lock:
+            cls.held.add(thing)
+            if not cls.abandoned:
+                return
+        _drop(thing)  # abandoned already: this one ends now too
+
+    @classmethod
+    def release(cls, thing: object) -> None:
+        with cls.lock:
+            cls.held.discard(thing)
+
+    @classmethod
+    def abandon(cls) -> None:
+        with cls.lock:
+            cls.abandoned = True
+            held = list(cls.held)
+        for thing in held:
+            _drop(thing)
+
+
+def _drop(thing: object) -> None:
+    import _socket  # (as bottle.tools._http makes them; `socket.socket` is a subclass)
+    import contextlib  # (here: the abandon path only)
+    import subprocess
+
+    if isinstance(thing, _socket.socket):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            thing.shutdown(_socket.SHUT_RDWR)
+    elif isinstance(thing, subprocess.Popen):
+        from bottle.tools import _proc
+
+        _proc.kill(thing)
+
+
+def holding(thing: object) -> None:
+    """`thing` (a pull's socket, or its `docker pull` process) is under way: see
+    `_Underway`."""
+    _Underway.hold(thing)
+
+
+def released(thing: object) -> None:
+    _Underway.release(thing)
+
+
 class PullError(Exception):
     """A pull failed; `str()` is the reason as `docker pull` gives it."""
 
@@ -136,8 +191,9 @@ class Pool:
     An image added as not (yet) `wanted` is one compose is expected to want (named
     outright in the compose file, see bottle.prepull.literal_images): it is checked and
     pulled while compose renders, and its failure stops nothing until `run` is given it.
-    After the failure of a wanted image that compose does not build, no new pull starts;
-    pulls under way finish, and the hook `when_failed` set is called, once."""
+    After the failure of a wanted image that compose does not build, no new pull starts,
+    the pulls under way are abandoned (the engine stops them, as compose's do), and the
+    hook `when_failed` set is called, once."""
 
     def __init__(self, jobs: int) -> None:
         self.jobs = max(1, jobs)
@@ -150,6 +206,8 @@ class Pool:
         self._threads: list[threading.Thread] = []
         self._hook: Callable[[], object] | None = None
         self._failed = False  # a wanted image that compose does not build failed
+        self._abandoned = False  # the pulls under way were cut short
+        _Underway.abandoned = False  # (one pool at a time: a new run pulls again)
 
     def add(self, item: Item, *, wanted: bool = True) -> _Fetch:
         hook = None
@@ -170,6 +228,7 @@ class Pool:
                 if fetch.done.is_set() and fetch.status == "failed" and not item.buildable:
                     hook = self._decided()
         if hook is not None:
+            self.abandon()
             hook()
         return fetch
 
@@ -184,6 +243,12 @@ class Pool:
                 self._todo.remove(fetch)
                 fetch.status = "cancelled"
                 fetch.done.set()
+
+    def abandon(self) -> None:
+        """Start nothing new, and cut the pulls under way short (they end `cancelled`)."""
+        self._abandoned = True
+        self.cancel()
+        _Underway.abandon()
 
     def cancel(self) -> None:
         """Start nothing new (pulls under way finish)."""
@@ -208,8 +273,9 @@ class Pool:
             try:
                 self._fetch(fetch)
             except BaseException as err:  # the engine gone: start nothing new
-                with self._lock:
-                    self.errors.append(err)
+                if not self._abandoned:  # (else: the connection we cut)
+                    with self._lock:
+                        self.errors.append(err)
                 self.stop.set()
                 fetch.status = "cancelled"
             finally:
@@ -228,9 +294,15 @@ class Pool:
                 item.pull()
                 fetch.status = "pulled"
             except PullError as err:
+                if self._abandoned:  # cut short: another image decided the run
+                    fetch.status = "cancelled"
+                    return
                 fetch.status, fetch.error = "failed", str(err)
                 with self._lock:  # before this worker can take the next image
-                    hook = self._decided() if fetch.wanted and not item.buildable else None
+                    decides = fetch.wanted and not item.buildable
+                    hook = self._decided() if decides else None
+                if decides:
+                    self.abandon()
                 if hook is not None:
                     hook()
         fetch.seconds = time.monotonic() - started
@@ -270,8 +342,8 @@ class Pool:
 
 def run(items: Sequence[Item], *, jobs: int = 4, pool: Pool | None = None) -> list[Outcome]:
     """Check and pull in parallel (in `pool`, which may have started some of them). After
-    the first failure of a non-buildable image, no new pull starts; pulls under way
-    finish. Raises `PrepullFailed` carrying all outcomes."""
+    the first failure of a non-buildable image, no new pull starts and the pulls under way
+    are cut short (as after a Ctrl-C). Raises `PrepullFailed` carrying all outcomes."""
     pool = pool or Pool(jobs)
     fetches = [pool.add(item) for item in items]
     pool.drop_unwanted()
@@ -279,8 +351,8 @@ def run(items: Sequence[Item], *, jobs: int = 4, pool: Pool | None = None) -> li
         for fetch in fetches:
             fetch.done.wait()
         pool.join()
-    except BaseException:  # Ctrl-C: start nothing new; pulls under way finish
-        pool.cancel()
+    except BaseException:  # Ctrl-C: start nothing new; the pulls under way are cut short
+        pool.abandon()
         pool.join()
         raise
     if pool.errors:
@@ -309,9 +381,20 @@ def api_pull(endpoint: _http.Endpoint, name: str, tag: str, *, timeout: float = 
     import json
 
     # A tag or digest always: without one the engine pulls every tag.
-    got = _http.request(endpoint, "POST",
-                        f"/images/create?fromImage={_http.quote(name)}&tag={_http.quote(tag)}",
-                        timeout=timeout)
+    socks: list[object] = []
+
+    def connected(sock: object) -> None:
+        socks.append(sock)
+        holding(sock)
+
+    try:
+        got = _http.request(
+            endpoint, "POST",
+            f"/images/create?fromImage={_http.quote(name)}&tag={_http.quote(tag)}",
+            timeout=timeout, connected=connected)
+    finally:
+        for sock in socks:
+            released(sock)
     if got.status != 200:
         raise PullError(_http.message_of(got.body))
     for line in got.body.splitlines():  # progress; a failure midway arrives as an error line

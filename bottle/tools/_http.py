@@ -19,6 +19,7 @@ import os
 # Not `typing.TYPE_CHECKING`: importing typing is a tenth of a replayed run.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 _MAX_HEAD = 64 << 10
@@ -101,8 +102,11 @@ class Answer:
 
 
 def request(endpoint: Endpoint, method: str, path: str, *, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 10.0) -> Answer:
-    """Send one request on a connection of its own and read the whole answer."""
+            headers: dict[str, str] | None = None, timeout: float = 10.0,
+            connected: Callable[[_socket.socket], object] | None = None) -> Answer:
+    """Send one request on a connection of its own and read the whole answer.
+    `connected` is given the socket once it is connected (to shut it down from another
+    thread: the answer then ends in an OSError)."""
     if any(c in path for c in " \r\n") or not path.startswith("/"):
         raise ValueError(f"not a request path: {path!r}")
     lines = [f"{method} {path} HTTP/1.1", "Host: docker", "Connection: close",
@@ -116,6 +120,8 @@ def request(endpoint: Endpoint, method: str, path: str, *, body: bytes | None = 
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     sock = endpoint.connect(timeout)
     try:
+        if connected is not None:
+            connected(sock)
         sock.sendall(head + (body or b""))
         return _read_answer(_Reader(sock), method)
     finally:

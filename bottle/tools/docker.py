@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bottle import reference
@@ -25,6 +25,7 @@ from cache.record import dataclass, field
 # Not `typing.TYPE_CHECKING`: importing typing is a measurable part of a short run.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from typing import Any
 
 
@@ -359,8 +360,10 @@ def tag(source: str, target: str) -> None:
     _proc.run(tag_cmd(source, target))
 
 
-def pull(ref: str) -> None:
-    _proc.run(pull_cmd(ref))
+def pull(ref: str, *, meanwhile: Callable[[subprocess.Popen[bytes]], object] | None = None
+         ) -> None:
+    """`docker pull`; `meanwhile` is given its process once it runs (see `_proc.run`)."""
+    _proc.run(pull_cmd(ref), meanwhile=meanwhile)
 
 
 def rm_f(*containers: str) -> Result | None:

@@ -574,3 +574,92 @@ def test_ctrl_c_twice_while_compose_renders(
     assert lines == ["bottle: SIGINT received; still stopping", "bottle: interrupted"], err
     time.sleep(delay - 0.5)
     assert not rendered.exists()
+
+
+# --- a pull that hangs is cut short -----------------------------------------------------------
+
+
+class _Silent:
+    """A "registry" on 127.0.0.1 that accepts connections and never answers (the engine's
+    pull from it hangs until the engine's own timeouts); counts what it accepted and
+    what the engine closed."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = self.closed = 0
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            self.accepted += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: object) -> None:
+        import socket
+
+        assert isinstance(conn, socket.socket)
+        try:
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.closed += 1
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self._conns:
+            conn.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[_Silent]:
+    s = _Silent()
+    yield s
+    s.close()
+
+
+def test_a_bad_tag_does_not_wait_for_a_pull_that_hangs(engine: str, tmp_path: Path,
+                                                       silent: _Silent) -> None:
+    """Beside a pull that hangs, a bad tag is the run's failure as soon as it fails: the
+    hanging pull is cut short (`cancelled`), as `docker compose pull` cancels the rest.
+    Before, the run waited for the engine to give the hanging pull up (25 s here), and
+    then named that one as the failure."""
+    hanging, bad = f"127.0.0.1:{silent.port}/tiny:1", "127.0.0.1:1/nothing:here"
+    r = bottle("prepull", "--json", "--image", hanging, "--image", bad, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert [(i["image"], i["status"]) for i in json.loads(r.stdout)["images"]] == [
+        (hanging, "cancelled"), (bad, "failed")]
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("bottle: error:")]
+    assert f"cannot pull {bad}:" in line
+    assert silent.accepted >= 1 and silent.closed < silent.accepted  # it was still hanging
+
+
+def test_ctrl_c_cuts_a_hanging_pull_short(engine: str, tmp_path: Path,
+                                          silent: _Silent) -> None:
+    """Ctrl-C while a pull hangs: exit 130 at once, not when the engine gives up."""
+    p = spawn("prepull", "--image", f"127.0.0.1:{silent.port}/tiny:1", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not silent.accepted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert silent.accepted, "the engine never started the pull"
+        p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=120)
+        still_hanging = silent.closed < silent.accepted
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert err.strip().splitlines() == ["bottle: interrupted"], err
+    assert still_hanging  # we were gone while the engine still waited on the registry
