@@ -390,17 +390,27 @@ def find_config(start: Path) -> tuple[Path, dict[str, Any], str] | None:
     `start` upward like git and compose: (file, its table, how to name it in errors)."""
     for own, pyproject in candidates(start):
         if own.is_file():
+            if pyproject.is_file() and b"bottle" in pyproject.read_bytes() and \
+                    _tool_table(pyproject) is not None:  # (a byte search first: cheap)
+                raise ConfigError(f"{own.parent} has both {CONFIG_FILE} and [tool.bottle] in "
+                                  "pyproject.toml: keep one (the other would be ignored)")
             return own, _read_toml(own), str(own)
         if pyproject.is_file():
-            tool = _read_toml(pyproject).get("tool", {})
-            if not isinstance(tool, dict):
-                raise ConfigError(f"{pyproject}: [tool] must be a table")
-            data = tool.get("bottle")
+            data = _tool_table(pyproject)
             if data is not None:
-                if not isinstance(data, dict):
-                    raise ConfigError(f"{pyproject}: [tool.bottle] must be a table")
                 return pyproject, data, f"{pyproject} [tool.bottle]"
     return None
+
+
+def _tool_table(pyproject: Path) -> dict[str, Any] | None:
+    """pyproject.toml's `[tool.bottle]`, None when it has none."""
+    tool = _read_toml(pyproject).get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{pyproject}: [tool] must be a table")
+    data = tool.get("bottle")
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{pyproject}: [tool.bottle] must be a table")
+    return data
 
 
 def candidates(start: Path) -> list[tuple[Path, Path]]:

@@ -51,6 +51,21 @@ def test_pyproject_tool_bottle(tmp_path: Path) -> None:
     assert cfg.image == "mine:1" and cfg.jobs == 8
 
 
+def test_both_files_in_one_directory_is_an_error_not_a_silent_choice(tmp_path: Path) -> None:
+    """bottle.toml beside a pyproject.toml with [tool.bottle]: one of them would be ignored
+    without a word (found by a new user whose [tool.bottle] held a bad value that nothing
+    reported); a pyproject.toml that only mentions us elsewhere is no conflict."""
+    (tmp_path / "bottle.toml").write_text('image = "a:1"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "bottle-helper"\n[tool.other]\nx = "[tool.bottle]"\n')
+    assert load(start=tmp_path, environ={}).image == "a:1"
+    (tmp_path / "pyproject.toml").write_text('[tool.bottle]\nimage = "b:1"\n')
+    with pytest.raises(ConfigError) as err:
+        load(start=tmp_path, environ={})
+    assert str(err.value) == (f"{tmp_path} has both bottle.toml and [tool.bottle] in "
+                              "pyproject.toml: keep one (the other would be ignored)")
+
+
 def test_env_lists_and_tables(tmp_path: Path) -> None:
     cfg = load(start=tmp_path, environ={"BOTTLE_ENV": "A=1 B='two words'",
                                         "BOTTLE_ALLOW_CIDRS": "10.0.0.1/32 10.0.0.2/32",
