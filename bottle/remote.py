@@ -222,12 +222,17 @@ def _miss(err: Exception) -> RemoteMiss:
     return RemoteMiss(str(err))
 
 
+# The record is a few hundred bytes: a registry that has not sent it by then is not
+# answering (it stalled every cold launch for a minute, found by a new user's walk-through).
+LOOKUP_TIMEOUT = 10.0
+
+
 def get_record(remote: Remote, store: Store, context: str, arch: str) -> Record:
     with _layout(store) as lay:
         try:
             # One try: a miss or an outage should cost the launch as little as possible.
             skopeo.copy(skopeo.registry(remote.tag(record_tag(context, arch))),
-                        skopeo.layout(lay, "record"), timeout=60, retries=0)
+                        skopeo.layout(lay, "record"), timeout=LOOKUP_TIMEOUT, retries=0)
         except (skopeo.SkopeoError, OSError) as err:
             raise _miss(err) from None
         _manifest, layers = _read_artifact(lay)

@@ -73,3 +73,37 @@ def test_copy_argv_keeps_tls_except_on_loopback(monkeypatch: pytest.MonkeyPatch)
                         skopeo.daemon("x:1")).argv
     assert not any("tls-verify" in x for x in b) and "--preserve-digests" in b
     assert not any("password" in x or "creds" in x for x in a + b)  # credentials stay off
+
+
+def test_a_remote_that_never_answers_is_a_miss_after_the_lookup_timeout(tmp_path: Path) -> None:
+    """A registry that accepts and never answers: the record lookup gives up after
+    LOOKUP_TIMEOUT (one warning and a local build follow), not after a minute."""
+    import shutil
+    import socket
+    import threading
+
+    from cache.store import Store
+
+    if not shutil.which("skopeo"):
+        pytest.skip("needs skopeo")
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        r = Remote.parse(f"127.0.0.1:{server.getsockname()[1]}/team/agents")
+        with pytest.raises(RemoteMiss) as miss:
+            remote.get_record(r, Store(tmp_path / "cache"), "c" * 32, "amd64")
+        assert str(miss.value) == f"timed out after {remote.LOOKUP_TIMEOUT:g}s"
+        assert held  # it did try
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
