@@ -4,6 +4,7 @@ ${VERSION} interpolation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -530,8 +531,10 @@ def test_the_head_start_begins_before_compose_is_found(
             f"bottle: error: prepull: cannot pull {reg}/web:nope: manifest for {reg}/web:nope"
             f" not found: manifest unknown: manifest unknown (stopped before deploy)"]
         got = {i["image"]: i["status"] for i in json.loads(r.stdout)["images"]}
-        assert got == {web: "pulled", f"{reg}/web:nope": "failed"}
-        assert set(_pull_times(since)) == {web}
+        # (the good pull, if still under way when the bad tag fails, is cut short)
+        assert got[f"{reg}/web:nope"] == "failed" and got[web] in ("pulled", "cancelled")
+        assert set(got) == {web, f"{reg}/web:nope"}
+        assert set(_pull_times(since)) <= {web}
         calls = log.read_text().splitlines()
         assert all(c.startswith("version") for c in calls)  # asked at most, never answered
         assert compose_flavors.config_calls(log) == 0
@@ -592,7 +595,8 @@ class _Silent:
         self.port = self.server.getsockname()[1]
         self.accepted = self.closed = 0
         self._conns: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
 
     def _serve(self) -> None:
         import threading
@@ -604,7 +608,9 @@ class _Silent:
                 return
             self._conns.append(conn)
             self.accepted += 1
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+            self._threads.append(threading.Thread(target=self._hold, args=(conn,),
+                                                  daemon=True))
+            self._threads[-1].start()
 
     def _hold(self, conn: object) -> None:
         import socket
@@ -618,9 +624,17 @@ class _Silent:
         self.closed += 1
 
     def close(self) -> None:
-        self.server.close()
-        for conn in self._conns:
-            conn.close()
+        """Stop, leaving no thread behind (a thread left over stops the digest of later
+        tests in this process from forking: it forks only with no other thread). A
+        shutdown wakes a thread blocked on the socket; a close does not."""
+        import socket
+
+        for sock in (self.server, *self._conns):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for t in self._threads:
+            t.join(10)
 
 
 @pytest.fixture

@@ -78,6 +78,7 @@ def test_copy_argv_keeps_tls_except_on_loopback(monkeypatch: pytest.MonkeyPatch)
 def test_a_remote_that_never_answers_is_a_miss_after_the_lookup_timeout(tmp_path: Path) -> None:
     """A registry that accepts and never answers: the record lookup gives up after
     LOOKUP_TIMEOUT (one warning and a local build follow), not after a minute."""
+    import contextlib
     import shutil
     import socket
     import threading
@@ -96,14 +97,17 @@ def test_a_remote_that_never_answers_is_a_miss_after_the_lookup_timeout(tmp_path
             except OSError:
                 return
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     try:
         r = Remote.parse(f"127.0.0.1:{server.getsockname()[1]}/team/agents")
         with pytest.raises(RemoteMiss) as miss:
             remote.get_record(r, Store(tmp_path / "cache"), "c" * 32, "amd64")
         assert str(miss.value) == f"timed out after {remote.LOOKUP_TIMEOUT:g}s"
         assert held  # it did try
-    finally:
-        server.close()
-        for conn in held:
-            conn.close()
+    finally:  # shut down, so that no thread is left blocked (see _Silent in the prepull
+        for sock in (server, *held):  # engine tests)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        acceptor.join(10)
