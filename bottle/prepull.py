@@ -534,17 +534,8 @@ def _pull(image: str) -> None:
         except OSError as err:
             raise docker.unreachable(["docker", "pull", image], err) from None
         return
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def running(proc: subprocess.Popen[bytes]) -> None:
-        procs.append(proc)
-        pulling.holding(proc)  # cut short with the API's pulls
-
-    try:
-        docker.pull(image, meanwhile=running)
-    finally:
-        for proc in procs:
-            pulling.released(proc)
+    with pulling.underway() as hold:  # cut short with the API's pulls
+        docker.pull(image, meanwhile=hold)
 
 
 def cli_pulls(image: str) -> bool:

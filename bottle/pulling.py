@@ -145,14 +145,23 @@ def _drop(thing: object) -> None:
         _proc.kill(thing)
 
 
-def holding(thing: object) -> None:
-    """`thing` (a pull's socket, or its `docker pull` process) is under way: see
-    `_Underway`."""
-    _Underway.hold(thing)
+class underway:  # lower case: used as a function, `with underway() as hold:`
+    """Around one pull: `hold(thing)` marks its socket or `docker pull` process as under
+    way (see `_Underway`), until the block ends."""
 
+    def __init__(self) -> None:
+        self.things: list[object] = []
 
-def released(thing: object) -> None:
-    _Underway.release(thing)
+    def __enter__(self) -> Callable[[object], None]:
+        return self.hold
+
+    def hold(self, thing: object) -> None:
+        self.things.append(thing)
+        _Underway.hold(thing)
+
+    def __exit__(self, *_: object) -> None:
+        for thing in self.things:
+            _Underway.release(thing)
 
 
 class PullError(Exception):
@@ -381,20 +390,11 @@ def api_pull(endpoint: _http.Endpoint, name: str, tag: str, *, timeout: float = 
     import json
 
     # A tag or digest always: without one the engine pulls every tag.
-    socks: list[object] = []
-
-    def connected(sock: object) -> None:
-        socks.append(sock)
-        holding(sock)
-
-    try:
+    with underway() as hold:
         got = _http.request(
             endpoint, "POST",
             f"/images/create?fromImage={_http.quote(name)}&tag={_http.quote(tag)}",
-            timeout=timeout, connected=connected)
-    finally:
-        for sock in socks:
-            released(sock)
+            timeout=timeout, connected=hold)
     if got.status != 200:
         raise PullError(_http.message_of(got.body))
     for line in got.body.splitlines():  # progress; a failure midway arrives as an error line

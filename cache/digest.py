@@ -942,9 +942,10 @@ def _context_digest(context: Path, dockerfile: Path, build_args: Mapping[str, st
         except OSError as err:  # the index only saves work: the next run reads again
             problem = storage_error(err, index_path.parent)
             # A read-only cache is said once elsewhere; a full disk (or worse) here.
-            unsaved = ("" if problem is not None and problem.read_only else str(problem)
-                       if problem is not None else
-                       f"cache: cannot write {index_path}: {err.strerror or err}")
+            if problem is None:
+                unsaved = f"cache: cannot write {index_path}: {err.strerror or err}"
+            else:
+                unsaved = "" if problem.read_only else str(problem)
             return ContextDigest(digest, files, size, walk.hashed, changed, unsaved)
     return ContextDigest(digest, files, size, walk.hashed, changed)
 
