@@ -4,6 +4,7 @@ engine fails the engine tests instead of skipping them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -117,6 +118,32 @@ def static_busybox() -> Path:
         return find_static_busybox()
     except BottleError as err:
         pytest.fail(str(err))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs of this test's own (root only: skipped elsewhere), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill_up(disk: Path) -> Path:
+    """A file that takes every byte left on `disk` (remove it to make room again)."""
+    fill = disk / "fill"
+    with fill.open("wb", buffering=0) as f, contextlib.suppress(OSError):  # (full)
+        while True:
+            f.write(b"\0" * 4096)
+    return fill
 
 
 def busybox_context(directory: Path, extra: str = "") -> Path:

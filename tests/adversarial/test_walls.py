@@ -372,21 +372,6 @@ def test_the_agent_user_by_name_or_uid_becomes_the_workspace_owner(workspace: Pa
 # --- a full disk and a read-only cache (issue 8.11) -----------------------------------
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
 
 def test_a_full_cache_disk_is_one_clear_line(workspace: Path, small_tmpfs: Path) -> None:
     (small_tmpfs / "filler").write_bytes(b"x" * (1024 * 1024 - 8192))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -140,37 +139,26 @@ def test_egress_write_to_an_unwritable_place_is_one_line(_private_cache: Path,
         f"bottle: error: cannot write the allow-list to {target}: No such file or directory")
 
 
-def test_a_full_disk_is_one_warning_and_leaves_no_empty_state_file(tmp_path: Path) -> None:
+def test_a_full_disk_is_one_warning_and_leaves_no_empty_state_file(tmp_path: Path,
+                                                                   small_tmpfs: Path) -> None:
     """A cache on a full file system: the task does its job, says in one line that its
     state is not kept, exits 0, and leaves no empty state file behind (a run once left
     doit's traceback, exit 3 and a 0-byte file set aside as damaged on every run after)."""
-    import subprocess
+    from tests.conftest import fill_up
 
-    import pytest
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-            capture_output=True).returncode != 0:
-        pytest.skip("needs to mount a small tmpfs (root)")
-    try:
-        env = {"BOTTLE_CACHE_DIR": str(disk / "cache")}
-        with (disk / "fill").open("wb", buffering=0) as f, contextlib.suppress(OSError):
-            while True:  # until nothing is left
-                f.write(b"\0" * 4096)
-        for _ in range(2):
-            r = bottle("cache_list", cwd=tmp_path, env=env)
-            assert r.returncode == 0, r.stderr
-            assert r.stderr.splitlines()[-1].startswith(
-                f"bottle: warning: cannot save task state in {disk / 'cache' / 'doit'} "
-                "(database or disk is full)"), r.stderr
-            assert "Traceback" not in r.stderr and "corrupted" not in r.stderr
-            assert [p.name for p in (disk / "cache" / "doit").iterdir()] == []
-        (disk / "fill").unlink()
+    disk = small_tmpfs
+    env = {"BOTTLE_CACHE_DIR": str(disk / "cache")}
+    fill = fill_up(disk)
+    for _ in range(2):
         r = bottle("cache_list", cwd=tmp_path, env=env)
-        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
-        (state,) = (disk / "cache" / "doit").iterdir()
-        assert state.suffix == ".sqlite3" and state.stat().st_size > 0
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.splitlines()[-1].startswith(
+            f"bottle: warning: cannot save task state in {disk / 'cache' / 'doit'} "
+            "(database or disk is full)"), r.stderr
+        assert "Traceback" not in r.stderr and "corrupted" not in r.stderr
+        assert [p.name for p in (disk / "cache" / "doit").iterdir()] == []
+    fill.unlink()
+    r = bottle("cache_list", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    (state,) = (disk / "cache" / "doit").iterdir()
+    assert state.suffix == ".sqlite3" and state.stat().st_size > 0

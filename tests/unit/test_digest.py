@@ -202,47 +202,34 @@ def test_the_collector_is_off_during_a_digest_and_as_it_was_after(tmp_path: Path
     assert seen and not any(seen)
 
 
-def test_a_full_disk_is_said_once_and_the_digest_stands(tmp_path: Path,
+def test_a_full_disk_is_said_once_and_the_digest_stands(tmp_path: Path, small_tmpfs: Path,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
     """The stat index does not fit on the cache's disk: the digest is still right, no
     partial index or temp file is left, and one warning says why the next run will read
     every file again (it said nothing: a 100k-file context on a full disk was simply
     slow on every run)."""
-    import contextlib
-    import subprocess
-
     from bottle import image
     from cache.store import Store
+    from tests.conftest import fill_up
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-            capture_output=True).returncode != 0:
-        pytest.skip("needs to mount a small tmpfs (root)")
-    try:
-        ctx = tmp_path / "ctx"
-        (ctx / "src").mkdir(parents=True)
-        (ctx / "Dockerfile").write_text("FROM scratch\nCOPY src /src\n")
-        for i in range(3000):  # an index of ~100 KB: more than is left
-            (ctx / "src" / f"module_{i}.py").write_text(f"x = {i}\n")
-        store = Store(disk / "cache")
-        index_dir = store.area("index")
-        with (disk / "fill").open("wb", buffering=0) as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 4096)
-        inputs = image.BuildInputs(ctx, ctx / "Dockerfile", "t")
-        got = image.digest_context(inputs, store)
-        plain = context_digest(ctx, ctx / "Dockerfile")  # no index
-        assert (got.hexdigest, got.files) == (plain.hexdigest, plain.files)
-        err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"build: warning: cache: no space left on the device of {index_dir} "
-                       "(free some space, or run `bottle cache_gc`); the context's stat "
-                       "index was not saved, so the next run reads every file again"], err
-        assert list(index_dir.iterdir()) == []  # (its temp file was written here)
-        (disk / "fill").unlink()  # room again: saved, and nothing said
-        assert image.digest_context(inputs, store).hexdigest == got.hexdigest
-        assert capsys.readouterr().err == "" and len(list(index_dir.iterdir())) == 1
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY src /src\n")
+    for i in range(3000):  # an index of ~100 KB: more than is left
+        (ctx / "src" / f"module_{i}.py").write_text(f"x = {i}\n")
+    store = Store(small_tmpfs / "cache")
+    index_dir = store.area("index")
+    fill = fill_up(small_tmpfs)
+    inputs = image.BuildInputs(ctx, ctx / "Dockerfile", "t")
+    got = image.digest_context(inputs, store)
+    plain = context_digest(ctx, ctx / "Dockerfile")  # no index
+    assert (got.hexdigest, got.files) == (plain.hexdigest, plain.files)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"build: warning: cache: no space left on the device of {index_dir} "
+                   "(free some space, or run `bottle cache_gc`); the context's stat "
+                   "index was not saved, so the next run reads every file again"], err
+    assert list(index_dir.iterdir()) == []  # (its temp file was written here)
+    fill.unlink()  # room again: saved, and nothing said
+    assert image.digest_context(inputs, store).hexdigest == got.hexdigest
+    assert capsys.readouterr().err == "" and len(list(index_dir.iterdir())) == 1

@@ -8,6 +8,7 @@ Here the engine is a stand-in (a slow create is the point), over its API and by 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
@@ -35,7 +36,7 @@ class _SlowEngine(http.server.BaseHTTPRequestHandler):
     events: list[str]
     made: set[str]
     seconds = CREATE_SECONDS
-    hung = threading.Event()  # set: the create never finishes
+    hung: threading.Event  # set when the test is over: a create still waiting ends
 
     def _answer(self, status: int, body: bytes = b"{}") -> None:
         self.send_response(status)
@@ -73,6 +74,26 @@ def handlers() -> Iterator[None]:
     for s, h in saved.items():
         signal.signal(s, h)
     signals._State.stopping, signals._State.pending = False, None
+
+
+@contextlib.contextmanager
+def _slow_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 **how: object) -> Iterator[list[str]]:
+    """The stand-in engine (a `_SlowEngine` with `how` laid over it) as DOCKER_HOST, for
+    one block; what it saw (its events)."""
+    events: list[str] = []
+    engine = type("Engine", (_SlowEngine,), {"events": events, "made": set(),
+                                             "hung": threading.Event(), **how})
+    server = UnixHTTPServer(str(tmp_path / "engine.sock"), engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    try:
+        yield events
+    finally:
+        engine.hung.set()  # (a create still hanging returns, with no answer to nobody)
+        server.shutdown()
+        server.server_close()
 
 
 def _interrupt_after(seconds: float) -> None:
@@ -116,17 +137,8 @@ def _create_then_teardown(capsys: pytest.CaptureFixture[str], started: Callable[
 def test_a_container_being_created_over_the_api_is_removed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None,
         capsys: pytest.CaptureFixture[str]) -> None:
-    events: list[str] = []
-    engine = type("Engine", (_SlowEngine,), {"events": events, "made": set()})
-    server = UnixHTTPServer(str(tmp_path / "engine.sock"), engine)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
-    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    try:
+    with _slow_engine(tmp_path, monkeypatch) as events:
         err = _create_then_teardown(capsys, lambda: "creating" in events, 0.1)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert events == ["creating", "created", "removed"]
     assert err == ""  # one Ctrl-C: nothing to say until the run's own last line
 
@@ -154,17 +166,8 @@ esac
 def test_a_second_interrupt_meanwhile_says_what_is_under_way(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None,
         capsys: pytest.CaptureFixture[str]) -> None:
-    events: list[str] = []
-    engine = type("Engine", (_SlowEngine,), {"events": events, "made": set()})
-    server = UnixHTTPServer(str(tmp_path / "engine.sock"), engine)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
-    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    try:
+    with _slow_engine(tmp_path, monkeypatch) as events:
         err = _create_then_teardown(capsys, lambda: "creating" in events, 0.1, 0.2)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert events == ["creating", "created", "removed"]
     assert err.strip().splitlines() == [
         "bottle: SIGINT received; still creating container t (once more to stop waiting)"]
@@ -175,21 +178,9 @@ def test_a_third_interrupt_stops_waiting_for_an_engine_that_does_not_answer(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A create that hangs (an engine that never answers) does not hold Ctrl-C for ever:
     the third one stops waiting, and the teardown runs at once."""
-    events: list[str] = []
-    hung = threading.Event()
-    engine = type("Engine", (_SlowEngine,), {"events": events, "made": set(),
-                                             "seconds": 30.0, "hung": hung})
-    server = UnixHTTPServer(str(tmp_path / "engine.sock"), engine)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'engine.sock'}")
-    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     started = time.monotonic()
-    try:
+    with _slow_engine(tmp_path, monkeypatch, seconds=30.0) as events:
         err = _create_then_teardown(capsys, lambda: "creating" in events, 0.1, 0.2, 0.3)
-    finally:
-        hung.set()
-        server.shutdown()
-        server.server_close()
     assert time.monotonic() - started < 10
     assert events == ["creating", "nothing to remove"]
     assert err.strip().splitlines() == [
