@@ -219,7 +219,7 @@ class Pool:
         _Underway.abandoned = False  # (one pool at a time: a new run pulls again)
 
     def add(self, item: Item, *, wanted: bool = True) -> _Fetch:
-        hook = None
+        hook, decides = None, False
         with self._lock:
             fetch = self._fetches.get(item.image)
             if fetch is None:
@@ -234,10 +234,13 @@ class Pool:
                         t.start()
             elif wanted and not fetch.wanted:
                 fetch.wanted, fetch.item = True, item  # compose's word on it, not the guess
-                if fetch.done.is_set() and fetch.status == "failed" and not item.buildable:
+                decides = (fetch.done.is_set() and fetch.status == "failed"
+                           and not item.buildable)
+                if decides:
                     hook = self._decided()
-        if hook is not None:
+        if decides:  # (with or without a hook to tell)
             self.abandon()
+        if hook is not None:
             hook()
         return fetch
 

@@ -633,6 +633,33 @@ class TestPool:
         assert failed is not None and "db:nope" in str(failed)
         assert [(o.image, o.status) for o in failed.outcomes] == [
             ("app:dev", pulling.BUILD), ("db:nope", "failed")]
+    def test_a_failure_compose_confirms_cuts_the_pulls_under_way_short(self) -> None:
+        """Confirmed by compose after it failed (no hook to tell): the pull under way is
+        cut short, as after any failure that decides the run (it waited for it)."""
+        import socket
+
+        a, b = socket.socketpair()
+        a.settimeout(10)  # (so that a regression fails instead of hanging)
+        try:
+            def hangs() -> None:
+                with pulling.underway() as hold:
+                    hold(a)
+                    if not a.recv(1):  # cut short: the connection is shut down
+                        raise OSError("the pull was cut short")
+
+            log: list[str] = []
+            pool = pulling.Pool(2)
+            pool.add(self.item("a:nope", log, fails=True), wanted=False).done.wait(5)
+            slow = pool.add(pulling.Item("slow:1", False, lambda: False, hangs), wanted=False)
+            time.sleep(0.2)  # under way
+            with pytest.raises(pulling.PrepullFailed):
+                pulling.run([self.item("a:nope", log), pulling.Item(
+                    "slow:1", False, lambda: False, hangs)], pool=pool)
+            assert slow.done.is_set() and slow.status == "cancelled"
+        finally:
+            a.close()
+            b.close()
+
     def test_a_buildable_image_reads_as_to_build(self) -> None:
         """Whether compose builds an image is compose's answer, not the early guess."""
         log: list[str] = []
